@@ -1,0 +1,1 @@
+"""Low-dose naltrexone (LDN) decision support: a SMART on FHIR R4 app."""

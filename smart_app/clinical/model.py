@@ -1,0 +1,208 @@
+"""Plain, frozen data the clinical rules work on: no FHIR library, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from enum import StrEnum
+
+
+class Decision(StrEnum):
+    """The overall answer, most severe first in `DECISION_ORDER`."""
+
+    ELIGIBLE = "eligible"
+    ELIGIBLE_WITH_CAUTIONS = "eligible-with-cautions"
+    NOT_RECOMMENDED = "not-recommended"
+    CANNOT_DETERMINE = "cannot-determine"
+    CONTRAINDICATED = "contraindicated"
+
+
+class Severity(StrEnum):
+    """How much a finding weighs; each maps to the decision it forces."""
+
+    INFO = "info"
+    CAUTION = "caution"
+    NOT_RECOMMENDED = "not-recommended"
+    CANNOT_DETERMINE = "cannot-determine"
+    CONTRAINDICATION = "contraindication"
+
+
+SEVERITY_DECISION = {
+    Severity.INFO: Decision.ELIGIBLE,
+    Severity.CAUTION: Decision.ELIGIBLE_WITH_CAUTIONS,
+    Severity.NOT_RECOMMENDED: Decision.NOT_RECOMMENDED,
+    Severity.CANNOT_DETERMINE: Decision.CANNOT_DETERMINE,
+    Severity.CONTRAINDICATION: Decision.CONTRAINDICATED,
+}
+# Least to most severe: the decision is the most severe one any finding forces.
+DECISION_ORDER = (
+    Decision.ELIGIBLE,
+    Decision.ELIGIBLE_WITH_CAUTIONS,
+    Decision.NOT_RECOMMENDED,
+    Decision.CANNOT_DETERMINE,
+    Decision.CONTRAINDICATED,
+)
+
+
+class MedClass(StrEnum):
+    """What a medication is, for the purposes of R2 and R5."""
+
+    OPIOID = "opioid"
+    OPIOID_ANTIDIARRHEAL = "opioid-antidiarrheal"
+    OPIOID_ANTAGONIST = "opioid-antagonist"
+    NALTREXONE = "naltrexone"
+    NON_OPIOID = "non-opioid"
+    UNCLASSIFIED = "unclassified"
+
+
+class ExposureState(StrEnum):
+    """What a medication record says about use, once status and dates are read."""
+
+    CURRENT = "current"  # active, on-hold, intended, in-progress: ongoing, no end in sight
+    ENDED = "ended"  # completed / stopped with a known last date
+    NONE = "none"  # entered-in-error, not-taken, cancelled, declined: not exposure at all
+    UNKNOWN = "unknown"  # unknown/missing status, missing or contradictory dates
+
+
+@dataclass(frozen=True)
+class Coding:
+    system: str | None
+    code: str | None
+    display: str | None = None
+
+
+@dataclass(frozen=True)
+class MedicationExposure:
+    """One medication record (MedicationStatement / Request / Dispense) as the rules see it."""
+
+    resource: str  # "MedicationRequest/123"
+    codings: tuple[Coding, ...]  # from the concept and any referenced/contained Medication
+    names: tuple[str, ...]  # text, coding displays, Medication code text, ingredient names
+    status: str | None
+    state: ExposureState
+    start: date | None = None
+    last_exposure: date | None = None  # last day of use (ENDED), None otherwise
+    date_problem: str | None = None  # why state is UNKNOWN, in plain words
+    medication_ref: str | None = None  # "Medication/9" or "#contained-id"
+
+    @property
+    def resource_type(self) -> str:
+        return self.resource.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.names[0] if self.names else "(no readable name)"
+
+
+@dataclass(frozen=True)
+class Classification:
+    category: MedClass
+    evidence: str  # e.g. "RxNorm 7804 (oxycodone) in ValueSet ldn-opioids", "name 'tramadol'"
+    ingredient: str | None = None  # matched ingredient / term
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """One Condition as the rules see it."""
+
+    resource: str  # "Condition/7"
+    codings: tuple[Coding, ...]
+    text: str | None
+    clinical_status: str | None
+    verification_status: str | None
+    onset: date | None = None
+    abatement: date | None = None
+
+    @property
+    def name(self) -> str:
+        if self.text:
+            return self.text
+        for c in self.codings:
+            if c.display:
+                return c.display
+        return "(unnamed condition)"
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str  # "R2"
+    source: str  # "004" or "003, 004"
+    severity: Severity
+    text: str  # plain language, for the clinician
+    resources: tuple[str, ...] = ()
+    code: str = ""  # stable machine id, e.g. "opioid-current"
+
+
+@dataclass(frozen=True)
+class MedicationSummary:
+    resource: str
+    name: str
+    classification: MedClass
+    evidence: str
+    status: str | None
+    state: ExposureState
+    last_exposure: date | None
+    date_problem: str | None = None
+
+
+@dataclass(frozen=True)
+class ConditionSummary:
+    resource: str
+    name: str
+    categories: tuple[str, ...]  # value-set roles: "indication", "crohns", "ms", ...
+    counts: bool  # active and not refuted / entered-in-error
+    clinical_status: str | None
+    verification_status: str | None
+
+
+@dataclass(frozen=True)
+class Assessment:
+    patient: str  # Patient id
+    as_of: date
+    start_date: date  # the first-dose date this assessment is for (as_of unless given)
+    washout_days: int
+    decision: Decision
+    findings: tuple[Finding, ...]
+    medications: tuple[MedicationSummary, ...]
+    conditions: tuple[ConditionSummary, ...]
+    earliest_start_date: date | None  # None while an opioid is current or exposure unknown
+    indications: tuple[str, ...] = ()  # Condition refs that qualify under R3
+    reasons: tuple[str, ...] = ()  # Condition refs the order is for (default: indications)
+
+    @property
+    def can_sign(self) -> bool:
+        return self.decision is not Decision.CONTRAINDICATED
+
+
+@dataclass(frozen=True)
+class TitrationStep:
+    sequence: int
+    dose_mg: float
+    start: date
+    end: date | None  # inclusive last day; None for the final (maintenance) step
+
+
+@dataclass(frozen=True)
+class TitrationRequest:
+    start: date
+    start_dose_mg: float = 1.5
+    step_mg: float = 1.5
+    interval_days: int = 14
+    target_mg: float = 4.5
+    supply_days: int = 30
+
+
+@dataclass(frozen=True)
+class OrderPlan:
+    """Everything the builders need to write one signed decision back."""
+
+    patient: str
+    assessment: Assessment
+    titration: TitrationRequest
+    steps: tuple[TitrationStep, ...]
+    reasons: tuple[str, ...]  # Condition refs
+    requester: str | None  # "Practitioner/1" (fhirUser) or None
+    authored_on: date
+    override_reason: str | None = None  # required for not-recommended
+    attestation: str | None = None  # required for cannot-determine
+    extra: dict = field(default_factory=dict, compare=False, hash=False)

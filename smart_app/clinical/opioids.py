@@ -1,0 +1,189 @@
+"""R2 (and R5 duplicate naltrexone): classify medications, find opioid exposure, compute the washout.
+
+Source (CLINICAL_RULES R2; 000-004): "LDN must not be used in patients taking opioids: it
+blocks opioid analgesia and can precipitate withdrawal." "Patients currently on opioids
+must be opioid-free for at least 7-10 days before any naltrexone dose (004)." "A medication
+the app cannot classify (unknown code and no readable name) is listed as unclassified.
+While one is active or inside the washout window, the decision is 'cannot determine'."
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import date, timedelta
+
+from .model import (
+    Classification,
+    ExposureState,
+    Finding,
+    MedClass,
+    MedicationExposure,
+    Severity,
+)
+from .terminology import Match, Terminology
+
+WASHOUT_DEFAULT = 10
+WASHOUT_RANGE = (7, 10)
+
+MEDICATION_VALUESETS = {
+    "opioids": MedClass.OPIOID,
+    "naltrexone-products": MedClass.NALTREXONE,
+    "opioid-antidiarrheals": MedClass.OPIOID_ANTIDIARRHEAL,
+    "opioid-antagonists": MedClass.OPIOID_ANTAGONIST,
+}
+# When one product hits several sets (buprenorphine/naloxone), the most dangerous wins.
+PRECEDENCE = (MedClass.OPIOID, MedClass.NALTREXONE, MedClass.OPIOID_ANTIDIARRHEAL, MedClass.OPIOID_ANTAGONIST)
+# Names that say nothing about the drug.
+UNINFORMATIVE = re.compile(
+    r"^\W*(unknown|unk|medication|medicine|drug|other|see notes?|n/?a|none|test|\(no readable name\))?\W*$",
+    re.IGNORECASE,
+)
+
+
+def is_readable_name(name: str) -> bool:
+    return bool(name and re.search(r"[a-zA-Z]{3,}", name) and not UNINFORMATIVE.match(name))
+
+
+def classify(med: MedicationExposure, terminology: Terminology) -> Classification:
+    """Codes and names, independently; opioid evidence from either wins."""
+    hits: list[Match] = []
+    for c in med.codings:
+        hits.extend(terminology.code_matches(c.system, c.code))
+    for name in med.names:
+        hits.extend(terminology.name_matches(name))
+    by_class: dict[MedClass, list[Match]] = {}
+    for m in hits:
+        cls = MEDICATION_VALUESETS.get(m.valueset)
+        if cls:
+            by_class.setdefault(cls, []).append(m)
+    for cls in PRECEDENCE:
+        if cls in by_class:
+            matches = by_class[cls]
+            evidence = "; ".join(dict.fromkeys(f"{m.via} -> {m.display} ({m.valueset})" for m in matches))
+            return Classification(cls, evidence, matches[0].display)
+    readable = [n for n in med.names if is_readable_name(n)]
+    if readable:
+        return Classification(
+            MedClass.NON_OPIOID, f"name '{readable[0]}' matches no opioid, antagonist or naltrexone code or term"
+        )
+    codes = ", ".join(f"{c.system or '?'}|{c.code or '?'}" for c in med.codings) or "no coding"
+    return Classification(MedClass.UNCLASSIFIED, f"no recognised code ({codes}) and no readable name")
+
+
+def validate_washout(days: int) -> int:
+    low, high = WASHOUT_RANGE
+    if not isinstance(days, int) or not low <= days <= high:
+        raise ValueError(f"washout must be {low}-{high} days (R2, 004), got {days!r}")
+    return days
+
+
+def safe_from(last_exposure: date, washout_days: int) -> date:
+    """First day a dose may be given after the last opioid day (opioid-free for washout days)."""
+    return last_exposure + timedelta(days=washout_days)
+
+
+def has_exposure_within(med: MedicationExposure, start: date, washout_days: int) -> bool:
+    """Current use, or use ended too recently for a first dose on `start`."""
+    if med.state is ExposureState.CURRENT:
+        return True
+    return med.state is ExposureState.ENDED and start < safe_from(med.last_exposure, washout_days)
+
+
+def earliest_start(opioids: Iterable[MedicationExposure], washout_days: int) -> date | None:
+    """Latest washout end over ended opioid use; None if any use is current or undated."""
+    ends = []
+    for med in opioids:
+        if med.state in (ExposureState.CURRENT, ExposureState.UNKNOWN):
+            return None
+        if med.state is ExposureState.ENDED:
+            ends.append(safe_from(med.last_exposure, washout_days))
+    return max(ends) if ends else None
+
+
+def _finding(severity: Severity, code: str, text: str, med: MedicationExposure, *, rule="R2", source="003, 004"):
+    return Finding(rule, source, severity, text, (med.resource,), code)
+
+
+def opioid_findings(med: MedicationExposure, start: date, washout_days: int) -> list[Finding]:
+    what = f"{med.name} ({med.resource_type}, status {med.status or 'missing'})"
+    if med.state is ExposureState.CURRENT:
+        return [_finding(Severity.CONTRAINDICATION, "opioid-current",
+                         f"Current opioid: {what}. LDN blocks opioid analgesia and can precipitate "
+                         f"withdrawal; the opioid must be stopped and the patient opioid-free for "
+                         f"{washout_days} days before the first dose.", med)]
+    if med.state is ExposureState.UNKNOWN:
+        return [_finding(Severity.CANNOT_DETERMINE, "opioid-undated",
+                         f"Opioid {what}: {med.date_problem}. Cannot determine whether the patient "
+                         f"has been opioid-free for {washout_days} days; confirm with the patient.", med)]
+    if med.state is ExposureState.ENDED:
+        ok_from = safe_from(med.last_exposure, washout_days)
+        if start < ok_from:
+            return [_finding(Severity.CONTRAINDICATION, "opioid-washout",
+                             f"Opioid exposure until {med.last_exposure}: {what}. The patient must be "
+                             f"opioid-free for {washout_days} days; earliest safe start {ok_from}.", med)]
+        return [_finding(Severity.INFO, "opioid-past",
+                         f"Past opioid use ended {med.last_exposure}: {what}; the {washout_days}-day "
+                         f"washout is complete by {ok_from}.", med)]
+    return [_finding(Severity.INFO, "opioid-not-exposure",
+                     f"Not counted as exposure: {what}.", med)]
+
+
+def unclassified_findings(med: MedicationExposure, start: date, washout_days: int) -> list[Finding]:
+    what = f"{med.name} ({med.resource_type}, status {med.status or 'missing'})"
+    if med.state is ExposureState.NONE:
+        return []
+    if med.state is ExposureState.UNKNOWN or has_exposure_within(med, start, washout_days):
+        return [_finding(Severity.CANNOT_DETERMINE, "unclassified-medication",
+                         f"Unclassified medication {what}: no recognised code and no readable name. "
+                         "The clinician must confirm it is not an opioid before signing.", med)]
+    return [_finding(Severity.INFO, "unclassified-old",
+                     f"Unclassified medication {what} ended {med.last_exposure}, outside the washout window.",
+                     med)]
+
+
+def antidiarrheal_findings(med: MedicationExposure, start: date, washout_days: int) -> list[Finding]:
+    if med.state is ExposureState.UNKNOWN or has_exposure_within(med, start, washout_days):
+        return [_finding(Severity.CAUTION, "opioid-antidiarrheal",
+                         f"{med.name} is an opioid antidiarrheal (not a contraindication): LDN may "
+                         "reduce its effect or cause mild withdrawal-like GI symptoms; review its use.",
+                         med, source="CLINICAL_RULES R2")]
+    return []
+
+
+def antagonist_findings(med: MedicationExposure, start: date, washout_days: int) -> list[Finding]:
+    if med.state is ExposureState.NONE:
+        return []
+    return [_finding(Severity.INFO, "opioid-antagonist",
+                     f"{med.name} is an opioid antagonist, not opioid exposure.", med,
+                     source="CLINICAL_RULES R2")]
+
+
+def naltrexone_findings(med: MedicationExposure, start: date, washout_days: int) -> list[Finding]:
+    what = f"{med.name} ({med.resource_type}, status {med.status or 'missing'})"
+    if med.state is ExposureState.CURRENT:
+        return [_finding(Severity.CONTRAINDICATION, "naltrexone-duplicate",
+                         f"Already on naltrexone: {what}. Duplicate therapy; no second order "
+                         "will be written.", med, rule="R5", source="004, 001")]
+    if med.state is ExposureState.UNKNOWN:
+        return [_finding(Severity.CANNOT_DETERMINE, "naltrexone-undated",
+                         f"Naltrexone record {what}: {med.date_problem}. Confirm the patient is "
+                         "not still taking it (duplicate therapy).", med, rule="R5", source="004, 001")]
+    if med.state is ExposureState.ENDED:
+        return [_finding(Severity.INFO, "naltrexone-past", f"Previous naltrexone use ended {med.last_exposure}: {what}.",
+                         med, rule="R5", source="004, 001")]
+    return []
+
+
+FINDERS = {
+    MedClass.OPIOID: opioid_findings,
+    MedClass.UNCLASSIFIED: unclassified_findings,
+    MedClass.OPIOID_ANTIDIARRHEAL: antidiarrheal_findings,
+    MedClass.OPIOID_ANTAGONIST: antagonist_findings,
+    MedClass.NALTREXONE: naltrexone_findings,
+}
+
+
+def medication_findings(med: MedicationExposure, cls: MedClass, start: date, washout_days: int) -> list[Finding]:
+    finder = FINDERS.get(cls)
+    return finder(med, start, washout_days) if finder else []

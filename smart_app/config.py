@@ -1,0 +1,44 @@
+"""Configuration: defaults, overridden by `LDN_`-prefixed environment variables. No logic."""
+
+from __future__ import annotations
+
+import os
+
+DEFAULTS: dict[str, object] = {
+    "ALLOWED_ISSUERS": "",  # comma-separated FHIR base URLs (iss) we accept launches from
+    "CLIENT_ID": "ldn-app",
+    "CLIENT_SECRET": "",  # set -> confidential client, client_secret_basic
+    "PRIVATE_KEY_FILE": "",  # set -> confidential client, private_key_jwt
+    "PRIVATE_KEY_ALG": "RS384",  # RS384 or ES384
+    "KEY_ID": "ldn-app-key-1",
+    "PUBLIC_BASE_URL": "http://127.0.0.1:8000",  # where browsers reach the app; redirect URI = + /callback
+    "SESSION_STORE": "memory",  # "memory" or a redis:// URL
+    "SESSION_TTL_SECONDS": 8 * 3600,
+    "SECRET_KEY": "",  # random per process when empty (fine for one instance)
+    "FRAME_ANCESTORS": "'self'",  # CSP frame-ancestors: the EHR origins that may embed the app
+    "WASHOUT_DAYS": 10,
+    "FHIR_CONNECT_TIMEOUT": 5.0,
+    "FHIR_READ_TIMEOUT": 30.0,
+    "FHIR_RETRIES": 3,
+    "LOG_LEVEL": "INFO",
+    "DEFAULT_ISS": "",  # standalone launch: the FHIR base used when /launch gets no iss (must be allowed)
+    "LAUNCH_TTL_SECONDS": 600,  # how long a pending launch (state + PKCE verifier) stays usable
+    "TOKEN_REFRESH_MARGIN_SECONDS": 60,  # refresh the access token this long before it expires
+    "FHIR_MAX_PAGES": 50,  # search paging safety cap per search; exceeding it is an error
+    "FHIR_MAX_WORKERS": 5,  # concurrent searches when reading a patient record
+    "FHIR_RETRY_MAX_WAIT": 10.0,  # cap (seconds) on a Retry-After / backoff wait between GET retries
+}
+
+PREFIX = "LDN_"
+
+
+def from_environment(environ: dict[str, str] | None = None) -> dict[str, object]:
+    """Defaults overridden by LDN_* variables, converted to the default's type."""
+    environ = os.environ if environ is None else environ
+    config = dict(DEFAULTS)
+    for key, default in DEFAULTS.items():
+        raw = environ.get(PREFIX + key)
+        if raw is None:
+            continue
+        config[key] = type(default)(raw) if not isinstance(default, str) else raw
+    return config

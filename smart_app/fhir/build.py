@@ -1,0 +1,199 @@
+"""Signed plan -> one FHIR R4 transaction Bundle: MedicationRequest + CarePlan + Provenance.
+
+Both or neither: one transaction. Never twice: each entry is a conditional create
+(`ifNoneExist`) on a business identifier derived from the decision itself, so the same
+signed plan sent again matches what the first send created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import date, datetime, timedelta
+
+from ..clinical.model import OrderPlan, TitrationStep
+from ..clinical.terminology import CANONICAL_BASE, RXNORM, SNOMED, UCUM
+from ..clinical.titration import describe_step
+from .models import validate_r4
+
+ORDER_IDENTIFIER_SYSTEM = CANONICAL_BASE + "/identifier/ldn-order"
+ORDER_TAG_SYSTEM = CANONICAL_BASE + "/CodeSystem/ldn-order-key"
+PROFILE_MEDICATION_REQUEST = CANONICAL_BASE + "/StructureDefinition/ldn-medicationrequest"
+PROFILE_CAREPLAN = CANONICAL_BASE + "/StructureDefinition/ldn-careplan"
+REVIEW_WINDOW_DAYS = (56, 84)  # 8-12 weeks (R6; 001)
+PHARMACY_NOTE = (
+    "Compounded low-dose naltrexone: commercial naltrexone tablets are 50 mg, so LDN must be compounded "
+    "(capsules or liquid). Oral; potency up to one year at room temperature away from light (R1; 000, 001, 002)."
+)
+ORAL = {"system": SNOMED, "code": "26643006", "display": "Oral route"}
+_UUID_NS = uuid.UUID("6f1c2a52-3d0e-4b8e-9a57-2f6f0b1d5c11")
+
+
+def order_key(plan: OrderPlan) -> str:
+    """Deterministic id of one decision: same patient, schedule, reasons, supply -> same key."""
+    basis = {
+        "patient": plan.patient,
+        "steps": [(s.sequence, s.dose_mg, s.start.isoformat()) for s in plan.steps],
+        "interval": plan.titration.interval_days,
+        "supply": plan.titration.supply_days,
+        "reasons": sorted(plan.reasons),
+    }
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _urn(key: str, kind: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(_UUID_NS, key + kind)}"
+
+
+def _ref(reference: str | None, fallback_display: str) -> dict:
+    if reference and "/" in reference:
+        return {"reference": reference}
+    return {"display": reference or fallback_display}
+
+
+def _mg(value: float) -> dict:
+    return {"value": value, "unit": "mg", "system": UCUM, "code": "mg"}
+
+
+def dosage(step: TitrationStep, first_day: date) -> dict:
+    bounds = {"start": step.start.isoformat()}
+    if step.end:
+        bounds["end"] = step.end.isoformat()
+    text = describe_step(step, first_day)
+    return {
+        "sequence": step.sequence,
+        "text": text,
+        "patientInstruction": text + " Take it at the same time every night.",
+        "timing": {"repeat": {"boundsPeriod": bounds, "frequency": 1, "period": 1, "periodUnit": "d",
+                              "when": ["HS"]}},
+        "route": {"coding": [ORAL]},
+        "doseAndRate": [{"doseQuantity": _mg(step.dose_mg)}],
+    }
+
+
+def medication_request(plan: OrderPlan, key: str) -> dict:
+    t = plan.titration
+    notes = [{"text": PHARMACY_NOTE}]
+    if plan.override_reason:
+        notes.append({"text": f"Prescriber's reason to proceed despite R4 (recommended against): "
+                              f"{plan.override_reason}"})
+    if plan.attestation:
+        notes.append({"text": f"Prescriber attestation (assessment could not determine all data): "
+                              f"{plan.attestation}"})
+    return {
+        "resourceType": "MedicationRequest",
+        "meta": {"profile": [PROFILE_MEDICATION_REQUEST], "tag": [{"system": ORDER_TAG_SYSTEM, "code": key}]},
+        "contained": [{
+            "resourceType": "Medication",
+            "id": "ldn",
+            "code": {"text": "Naltrexone, low-dose, compounded (oral)"},
+            "form": {"text": "Compounded oral capsule or liquid"},
+            "ingredient": [{"itemCodeableConcept": {"coding": [
+                {"system": RXNORM, "code": "7243", "display": "naltrexone"}]}, "isActive": True}],
+        }],
+        "identifier": [{"system": ORDER_IDENTIFIER_SYSTEM, "value": key}],
+        "status": "active",
+        "intent": "order",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/medicationrequest-category",
+                                  "code": "community", "display": "Community"}]}],
+        "medicationReference": {"reference": "#ldn", "display": "Naltrexone, low-dose, compounded"},
+        "subject": {"reference": f"Patient/{plan.patient}"},
+        "authoredOn": plan.authored_on.isoformat(),
+        "requester": _ref(plan.requester, "Prescriber not identified"),
+        "reasonReference": [{"reference": r} for r in plan.reasons],
+        "note": notes,
+        "dosageInstruction": [dosage(s, t.start) for s in plan.steps],
+        "dispenseRequest": {
+            "validityPeriod": {"start": t.start.isoformat(), "end": (t.start + timedelta(days=365)).isoformat()},
+            "expectedSupplyDuration": {"value": t.supply_days, "unit": "days", "system": UCUM, "code": "d"},
+        },
+    }
+
+
+def _activity(text: str, status: str, start: date, end: date | None, description: str, kind: str = "Task"):
+    period = {"start": start.isoformat()}
+    if end:
+        period["end"] = end.isoformat()
+    return {"detail": {"kind": kind, "code": {"text": text}, "status": status, "scheduledPeriod": period,
+                       "description": description}}
+
+
+def care_plan(plan: OrderPlan, key: str, mr_urn: str) -> dict:
+    start = plan.titration.start
+    low, high = REVIEW_WINDOW_DAYS
+    return {
+        "resourceType": "CarePlan",
+        "meta": {"profile": [PROFILE_CAREPLAN], "tag": [{"system": ORDER_TAG_SYSTEM, "code": key}]},
+        "identifier": [{"system": ORDER_IDENTIFIER_SYSTEM, "value": key}],
+        "status": "active",
+        "intent": "plan",
+        "title": "Low-dose naltrexone: titration, monitoring and efficacy review",
+        "description": "LDN titration per R1; efficacy review 8-12 weeks after the start (R6); hold before "
+                       "procedures needing opioids (R5).",
+        "subject": {"reference": f"Patient/{plan.patient}"},
+        "period": {"start": start.isoformat()},
+        "created": plan.authored_on.isoformat(),
+        "author": _ref(plan.requester, "Prescriber not identified"),
+        "addresses": [{"reference": r} for r in plan.reasons],
+        "activity": [
+            {"reference": {"reference": mr_urn, "display": "Low-dose naltrexone titration"}},
+            _activity("LDN efficacy review (8-12 weeks)", "scheduled", start + timedelta(days=low),
+                      start + timedelta(days=high),
+                      "Review pain and function after 8-12 weeks of consistent use; with no benefit, consider "
+                      "stopping (R6; 001, 003).", kind="Appointment"),
+            _activity("Monitor for withdrawal signs or increased pain", "not-started", start,
+                      start + timedelta(days=14),
+                      "On starting, watch for opioid withdrawal signs or increased pain (R6; 000).",
+                      kind="CommunicationRequest"),
+            _activity("Side-effect check", "not-started", start, start + timedelta(days=28),
+                      "Vivid dreams (most common), headache, sleep disturbance, tachycardia, dizziness, nausea; "
+                      "usually settle in the first weeks (R6; 000, 001, 004).", kind="CommunicationRequest"),
+            _activity("Hold LDN before procedures needing opioids", "not-started", start, None,
+                      "Hold LDN 2-3 days before elective procedures needing opioids; stop before any procedure "
+                      "needing opioid analgesia; avoid alcohol (R5; 001, 003, 004).", kind="Task"),
+        ],
+    }
+
+
+def provenance(plan: OrderPlan, key: str, targets: list[str], recorded: datetime) -> dict:
+    return {
+        "resourceType": "Provenance",
+        "meta": {"tag": [{"system": ORDER_TAG_SYSTEM, "code": key}]},
+        "target": [{"reference": t} for t in targets],
+        "recorded": recorded.isoformat(),
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                                 "code": "CREATE", "display": "create"}]},
+        "agent": [
+            {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                                  "code": "author", "display": "Author"}]},
+             "who": _ref(plan.requester, "Prescriber not identified")},
+            {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                                  "code": "assembler", "display": "Assembler"}]},
+             "who": {"display": "LDN decision-support app"}},
+        ],
+        "reason": [{"text": f"LDN assessment decision: {plan.assessment.decision.value}"}],
+    }
+
+
+def _entry(urn: str, resource: dict, type_: str, condition: str) -> dict:
+    return {"fullUrl": urn, "resource": resource,
+            "request": {"method": "POST", "url": type_, "ifNoneExist": condition}}
+
+
+def transaction_bundle(plan: OrderPlan, recorded: datetime) -> dict:
+    """The write-back, validated against R4 before it is returned."""
+    key = order_key(plan)
+    mr_urn, cp_urn, pv_urn = _urn(key, "mr"), _urn(key, "cp"), _urn(key, "pv")
+    by_identifier = f"identifier={ORDER_IDENTIFIER_SYSTEM}|{key}"
+    resources = [
+        (mr_urn, medication_request(plan, key), "MedicationRequest", by_identifier),
+        (cp_urn, care_plan(plan, key, mr_urn), "CarePlan", by_identifier),
+        (pv_urn, provenance(plan, key, [mr_urn, cp_urn], recorded), "Provenance", f"_tag={ORDER_TAG_SYSTEM}|{key}"),
+    ]
+    bundle = {"resourceType": "Bundle", "type": "transaction",
+              "entry": [_entry(u, r, t, c) for u, r, t, c in resources]}
+    for _, resource, _, _ in resources:
+        validate_r4(resource)
+    validate_r4(bundle)
+    return bundle

@@ -1,0 +1,128 @@
+"""Use cases shared by the CLI and the web app: assess a patient, plan an order, place it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from .clinical.eligibility import assess
+from .clinical.model import Assessment, Decision, OrderPlan, TitrationRequest
+from .clinical.terminology import Terminology, default_terminology
+from .clinical.titration import build_schedule
+from .errors import AppError, FhirServerError, InputError, WriteRefused
+from .fhir.build import transaction_bundle
+from .fhir.parse import PatientData, patient_data
+
+log = logging.getLogger(__name__)
+
+
+def assess_data(data: PatientData, *, as_of: date, washout_days: int = 10, start: date | None = None,
+                reasons: tuple[str, ...] | None = None, data_problems: tuple[str, ...] = (),
+                terminology: Terminology | None = None) -> Assessment:
+    return assess(data.patient_id, data.medications, data.conditions, as_of=as_of,
+                  terminology=terminology or default_terminology(), washout_days=washout_days, start=start,
+                  reasons=reasons, data_problems=data_problems)
+
+
+def read_patient(gateway, patient_id: str) -> tuple[PatientData, tuple[str, ...]]:
+    """Everything the rules need from the EHR; a read failure is returned as a data problem."""
+    try:
+        record = gateway.read_patient_record(patient_id)
+    except FhirServerError as exc:
+        log.warning("patient record read failed for Patient/%s: %s", patient_id, type(exc).__name__)
+        detail = "; ".join(exc.diagnostics) if exc.diagnostics else exc.user_message
+        return PatientData(patient_id), (detail,)
+    resources = [r for rs in record.resources.values() for r in rs]
+    return patient_data(patient_id, record.patient, resources, record.medications), ()
+
+
+def assess_patient(gateway, patient_id: str, *, as_of: date, washout_days: int = 10,
+                   start: date | None = None, reasons: tuple[str, ...] | None = None):
+    data, problems = read_patient(gateway, patient_id)
+    return assess_data(data, as_of=as_of, washout_days=washout_days, start=start, reasons=reasons,
+                       data_problems=problems), data
+
+
+def blocking_texts(assessment: Assessment) -> list[str]:
+    worst = assessment.decision
+    return [f"{f.rule}: {f.text}" for f in assessment.findings if f.severity.value in (
+        "contraindication",) or (worst is Decision.CONTRAINDICATED and False)]
+
+
+@dataclass(frozen=True)
+class SignRequest:
+    titration: TitrationRequest
+    reasons: tuple[str, ...] = ()
+    requester: str | None = None
+    override_reason: str | None = None
+    attestation: str | None = None
+
+
+def plan_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days: int = 10,
+               recorded: datetime | None = None, data_problems: tuple[str, ...] = ()) -> tuple[OrderPlan, dict]:
+    """Check a clinician's signed choices against the rules; return the plan and its transaction Bundle."""
+    try:
+        steps = build_schedule(req.titration)
+    except ValueError as exc:
+        raise InputError(exc.args[0]) from exc
+    problems = []
+    if req.titration.start < as_of:
+        problems.append(f"The start date {req.titration.start} is in the past.")
+    known = {f"Condition/{c.resource.split('/', 1)[1]}" for c in data.conditions}
+    unknown = [r for r in req.reasons if r not in known]
+    if unknown:
+        problems.append(f"Reason(s) not on this patient's problem list: {', '.join(unknown)}.")
+    if problems:
+        raise InputError(problems)
+    assessment = assess_data(data, as_of=as_of, washout_days=washout_days, start=req.titration.start,
+                             reasons=req.reasons or None, data_problems=data_problems)
+    check_signable(assessment, req)
+    plan = OrderPlan(patient=data.patient_id, assessment=assessment, titration=req.titration, steps=steps,
+                     reasons=assessment.reasons, requester=req.requester, authored_on=as_of,
+                     override_reason=req.override_reason, attestation=req.attestation)
+    return plan, transaction_bundle(plan, recorded or datetime.now().astimezone())
+
+
+def check_signable(assessment: Assessment, req: SignRequest) -> None:
+    """What each decision requires before anything is written (R2, R4, R5)."""
+    if assessment.decision is Decision.CONTRAINDICATED:
+        reasons = [f"{f.rule}: {f.text}" for f in assessment.findings if f.severity.value == "contraindication"]
+        raise WriteRefused("; ".join(reasons), user_message="Contraindicated - cannot be signed. " + " ".join(reasons))
+    if assessment.decision is Decision.NOT_RECOMMENDED and not (req.override_reason or "").strip():
+        raise InputError("LDN is recommended against for the chosen reason (R4): type the reason to proceed.")
+    if assessment.decision is Decision.CANNOT_DETERMINE and not (req.attestation or "").strip():
+        raise InputError("The assessment could not determine everything (cannot-determine): confirm the "
+                         "attestation that you checked the unreadable or unclassified data.")
+    if not assessment.reasons:
+        raise InputError("Choose the condition this order is for (the reason for the order).")
+
+
+def iso(d: date | None) -> str | None:
+    return d.isoformat() if d else None
+
+
+def assessment_to_json(a: Assessment) -> dict:
+    """The documented JSON shape (docs/CONTRACTS.md): CLI `assess --json` and GET /api/assessment."""
+    return {
+        "patient": a.patient,
+        "as_of": iso(a.as_of),
+        "start_date": iso(a.start_date),
+        "decision": a.decision.value,
+        "earliest_start_date": iso(a.earliest_start_date),
+        "washout_days": a.washout_days,
+        "findings": [{"rule": f.rule, "source": f.source, "severity": f.severity.value, "text": f.text,
+                      "resources": list(f.resources), "code": f.code} for f in a.findings],
+        "medications": [{"resource": m.resource, "name": m.name, "classification": m.classification.value,
+                         "evidence": m.evidence, "status": m.status, "state": m.state.value,
+                         "last_exposure": iso(m.last_exposure), "date_problem": m.date_problem}
+                        for m in a.medications],
+        "conditions": [{"resource": c.resource, "name": c.name, "categories": list(c.categories),
+                        "counts": c.counts, "clinical_status": c.clinical_status,
+                        "verification_status": c.verification_status} for c in a.conditions],
+        "indications": list(a.indications),
+        "reasons": list(a.reasons),
+    }
+
+
+__all__ = ["AppError", "SignRequest", "assess_data", "assess_patient", "assessment_to_json", "plan_order"]

@@ -1,0 +1,412 @@
+"""SMART App Launch (EHR and standalone): authorize URL, callback, token refresh, our public JWKS.
+
+Framework-light: functions take the config mapping, request parameters and a session mapping
+(`flask.session` in the app, a dict in tests), and return a URL / context or raise LaunchError.
+
+Where things come from, and why:
+- Written here on `requests` (every call with timeouts, no redirects followed): the authorize
+  URL, the code exchange and the refresh. fhirclient 4.4's FHIROAuth2Auth would also do them,
+  but it discovers endpoints only from the CapabilityStatement, asks for broad v1 scopes, makes
+  its token requests without timeouts, ignores the id_token, uses a uuid4 `state` (122 random
+  bits, we want >= 128) and keeps one pending state per client (we allow several tabs).
+- PKCE S256 and `state`: `secrets` + `hashlib` (RFC 7636 section 4; the same construction as
+  fhirclient's `_authorize_params`, which cannot be called without a FHIRServer object).
+- JWTs (client assertion for private_key_jwt, id_token validation) and JWKs: PyJWT with the
+  `cryptography` backend. Never hand-rolled.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
+
+import jwt
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from smart_app.errors import AppError, FhirUnavailable, LaunchError, SessionExpired
+from smart_app.smart.discovery import SmartConfiguration, discover
+from smart_app.smart.scopes import (
+    EHR_LAUNCH,
+    STANDALONE_LAUNCH,
+    Permissions,
+    granted_permissions,
+    missing_write,
+    requested_scopes,
+)
+
+logger = logging.getLogger(__name__)
+
+PENDING = "smart_pending"  # session key: {state: pending launch}
+CONTEXT = "smart"  # session key: the launch context, tokens included (server-side only)
+MAX_PENDING = 5
+ID_TOKEN_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+CLIENT_ASSERTION_LIFETIME = 240  # seconds; SMART allows at most five minutes
+DEFAULT_TOKEN_LIFETIME = 3600  # when the token response has no expires_in
+CLOCK_SKEW = 60  # seconds of leeway when checking id_token times
+
+
+@dataclass(frozen=True)
+class SmartContext:
+    """What the UI may know about the launch. Deliberately holds no token."""
+
+    iss: str
+    patient: str
+    encounter: str | None
+    fhir_user: str | None
+    scope: str
+    permissions: Permissions
+    missing_write: tuple[str, ...]
+    need_patient_banner: bool
+    launch_mode: str
+    expires_at: float
+
+    @classmethod
+    def from_stored(cls, stored: Mapping) -> SmartContext:
+        permissions = granted_permissions(stored["scope"])
+        return cls(
+            iss=stored["iss"], patient=stored["patient"], encounter=stored.get("encounter"),
+            fhir_user=stored.get("fhir_user"), scope=stored["scope"], permissions=permissions,
+            missing_write=tuple(missing_write(permissions)),
+            need_patient_banner=bool(stored.get("need_patient_banner", True)),
+            launch_mode=stored["launch_mode"], expires_at=float(stored["expires_at"]),
+        )
+
+
+class _TokenFailure(Exception):
+    """The token endpoint could not be reached (`network`) or refused the request."""
+
+    def __init__(self, detail: str, *, network: bool):
+        super().__init__(detail)
+        self.network = network
+
+
+# --- configuration helpers ---------------------------------------------------------------
+
+def normalize_iss(iss: str) -> str:
+    """Trim whitespace and trailing slashes; comparison after this is exact."""
+    return iss.strip().rstrip("/")
+
+
+def allowed_issuers(config: Mapping) -> frozenset[str]:
+    """ALLOWED_ISSUERS as a set of normalized URLs (a comma-separated string or a list)."""
+    raw = config.get("ALLOWED_ISSUERS") or ()
+    items = raw.split(",") if isinstance(raw, str) else raw
+    return frozenset(normalize_iss(item) for item in items if item and item.strip())
+
+
+def redirect_uri(config: Mapping) -> str:
+    return str(config["PUBLIC_BASE_URL"]).rstrip("/") + "/callback"
+
+
+def http_timeout(config: Mapping) -> tuple[float, float]:
+    """(connect, read) seconds for every outbound request."""
+    return float(config.get("FHIR_CONNECT_TIMEOUT", 5.0)), float(config.get("FHIR_READ_TIMEOUT", 30.0))
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(code_verifier, S256 code_challenge) per RFC 7636 section 4.1-4.2."""
+    verifier = secrets.token_urlsafe(64)  # 86 characters of the unreserved set
+    return verifier, s256(verifier)
+
+
+def s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+# --- launch ------------------------------------------------------------------------------
+
+def begin_launch(config: Mapping, iss: str | None, launch: str | None,
+                 session: MutableMapping, http: requests.Session) -> str:
+    """Check the issuer, discover its endpoints, remember a pending launch; return the authorize URL."""
+    if not iss:
+        raise LaunchError("no iss given and no DEFAULT_ISS configured")
+    issuer = normalize_iss(iss)
+    if issuer not in allowed_issuers(config):
+        raise LaunchError("iss is not on ALLOWED_ISSUERS",
+                          user_message="This EHR is not registered with the app.")
+    smart = discover(issuer, http, http_timeout(config))
+    mode = EHR_LAUNCH if launch else STANDALONE_LAUNCH
+    state = secrets.token_urlsafe(32)
+    verifier, challenge = pkce_pair()
+    scope = requested_scopes(smart.capabilities, mode)
+    pending = _live_pending(config, session)
+    pending[state] = {"iss": issuer, "verifier": verifier, "config": smart.to_dict(), "mode": mode,
+                      "scope": scope, "created": time.time()}
+    session[PENDING] = dict(sorted(pending.items(), key=lambda kv: kv[1]["created"])[-MAX_PENDING:])
+    params = {"response_type": "code", "client_id": config["CLIENT_ID"], "redirect_uri": redirect_uri(config),
+              "scope": scope, "state": state, "aud": issuer,
+              "code_challenge": challenge, "code_challenge_method": "S256"}
+    if launch:
+        params["launch"] = launch
+    logger.info("SMART %s launch begun for %s", mode, issuer)
+    return _with_query(smart.authorization_endpoint, params)
+
+
+def _live_pending(config: Mapping, session: Mapping) -> dict:
+    cutoff = time.time() - float(config.get("LAUNCH_TTL_SECONDS", 600))
+    return {s: p for s, p in (session.get(PENDING) or {}).items() if p.get("created", 0) > cutoff}
+
+
+def _with_query(url: str, params: dict) -> str:
+    """Add params to a URL, keeping any query it already has."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+# --- callback ----------------------------------------------------------------------------
+
+def complete_launch(config: Mapping, args: Mapping, session: MutableMapping,
+                    http: requests.Session) -> SmartContext:
+    """Check state, exchange the code (PKCE), verify the id_token; store and return the context."""
+    pending = _claim_pending(config, args.get("state"), session)
+    if args.get("error"):
+        description = _printable(args.get("error_description") or args.get("error"))
+        raise LaunchError(f"authorization error {_printable(args.get('error'))}",
+                          user_message=f"The EHR did not authorize the app: {description}")
+    if pending is None:
+        raise LaunchError("state does not match a pending launch of this session")
+    if not args.get("code"):
+        raise LaunchError("callback without an authorization code")
+    smart = SmartConfiguration.from_dict(pending["config"])
+    form = {"grant_type": "authorization_code", "code": args["code"],
+            "redirect_uri": redirect_uri(config), "code_verifier": pending["verifier"]}
+    try:
+        token = _token_request(config, smart.token_endpoint, form, http)
+    except _TokenFailure as failure:
+        raise LaunchError(f"code exchange failed: {failure}") from None
+    claims = _verified_id_token(config, smart, pending["iss"], token["id_token"], http) \
+        if token.get("id_token") else {}
+    stored = _stored_context(pending, smart, token, claims)
+    session[CONTEXT] = stored
+    logger.info("SMART launch completed for %s (patient %s)", stored["iss"], stored["patient"])
+    return SmartContext.from_stored(stored)
+
+
+def _claim_pending(config: Mapping, state: str | None, session: MutableMapping) -> dict | None:
+    """Remove and return the pending launch for `state` (single use); None when unknown/expired."""
+    pending = dict(session.get(PENDING) or {})
+    claimed = pending.pop(state, None) if state else None
+    session[PENDING] = pending
+    live = _live_pending(config, {PENDING: {state: claimed}}) if claimed else {}
+    return live.get(state)
+
+
+def _printable(text: object, limit: int = 200) -> str:
+    return "".join(ch for ch in str(text) if ch.isprintable())[:limit]
+
+
+def _stored_context(pending: Mapping, smart: SmartConfiguration, token: Mapping, claims: Mapping) -> dict:
+    patient = token.get("patient")
+    if not isinstance(patient, str) or not patient:
+        raise LaunchError("the token response has no patient context",
+                          user_message="No patient was selected. Please launch the app from a patient chart.")
+    return {
+        "iss": pending["iss"], "launch_mode": pending["mode"], "config": smart.to_dict(),
+        "access_token": token["access_token"], "refresh_token": token.get("refresh_token"),
+        "expires_at": _expires_at(token),
+        "scope": token.get("scope") or pending["scope"],  # RFC 6749 5.1: absent means as requested
+        "patient": patient, "encounter": token.get("encounter"),
+        "need_patient_banner": token.get("need_patient_banner", True) is not False,
+        "fhir_user": claims.get("fhirUser") or claims.get("profile"), "sub": claims.get("sub"),
+    }
+
+
+def _expires_at(token: Mapping) -> float:
+    try:
+        lifetime = float(token.get("expires_in", DEFAULT_TOKEN_LIFETIME))
+    except (TypeError, ValueError):
+        lifetime = DEFAULT_TOKEN_LIFETIME
+    return time.time() + lifetime
+
+
+def current_context(session: Mapping) -> SmartContext | None:
+    """The launch context of this session (no token), or None before a launch completed."""
+    stored = session.get(CONTEXT)
+    return SmartContext.from_stored(stored) if stored else None
+
+
+# --- token endpoint ----------------------------------------------------------------------
+
+def _token_request(config: Mapping, token_endpoint: str, form: dict, http: requests.Session) -> dict:
+    extra, auth = _client_authentication(config, token_endpoint)
+    try:
+        response = http.post(token_endpoint, data={**form, **extra}, auth=auth,
+                             headers={"Accept": "application/json"}, timeout=http_timeout(config),
+                             allow_redirects=False)
+    except requests.RequestException as err:
+        raise _TokenFailure(f"token endpoint unreachable ({type(err).__name__})", network=True) from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200 or not isinstance(body, dict):
+        error = body.get("error") if isinstance(body, dict) else None
+        raise _TokenFailure(f"token endpoint HTTP {response.status_code} {_printable(error or '')}".strip(),
+                            network=response.status_code >= 500)
+    if not isinstance(body.get("access_token"), str) or str(body.get("token_type", "")).lower() != "bearer":
+        raise _TokenFailure("token response without a Bearer access_token", network=False)
+    return body
+
+
+def _client_authentication(config: Mapping, token_endpoint: str) -> tuple[dict, tuple[str, str] | None]:
+    """(extra form fields, HTTP basic auth) for public, client_secret_basic or private_key_jwt clients."""
+    client_id = str(config["CLIENT_ID"])
+    if config.get("PRIVATE_KEY_FILE"):
+        return {"client_assertion_type": CLIENT_ASSERTION_TYPE,
+                "client_assertion": client_assertion(config, token_endpoint)}, None
+    if config.get("CLIENT_SECRET"):
+        # RFC 6749 2.3.1: form-encode both parts before they go into the Basic header
+        return {}, (quote_plus(client_id), quote_plus(str(config["CLIENT_SECRET"])))
+    return {"client_id": client_id}, None
+
+
+def client_assertion(config: Mapping, token_endpoint: str) -> str:
+    """A signed JWT authenticating us at `token_endpoint` (SMART asymmetric client auth)."""
+    alg = _key_alg(config)
+    key = _private_key(str(config["PRIVATE_KEY_FILE"]), alg)
+    now = int(time.time())
+    claims = {"iss": config["CLIENT_ID"], "sub": config["CLIENT_ID"], "aud": token_endpoint,
+              "jti": secrets.token_urlsafe(32), "iat": now, "exp": now + CLIENT_ASSERTION_LIFETIME}
+    return jwt.encode(claims, key, algorithm=alg, headers={"kid": config["KEY_ID"], "typ": "JWT"})
+
+
+def access_token(config: Mapping, session: MutableMapping, http: requests.Session) -> str:
+    """A usable access token, refreshed shortly before expiry when we hold a refresh token."""
+    stored = session.get(CONTEXT)
+    if not stored or not stored.get("access_token"):
+        raise SessionExpired("no SMART context in this session")
+    now = time.time()
+    margin = float(config.get("TOKEN_REFRESH_MARGIN_SECONDS", 60))
+    still_valid = stored["expires_at"] > now
+    if stored["expires_at"] - now > margin:
+        return stored["access_token"]
+    if not stored.get("refresh_token"):
+        if still_valid:
+            return stored["access_token"]
+        raise SessionExpired("access token expired and no refresh token")
+    try:
+        token = _token_request(config, stored["config"]["token_endpoint"],
+                               {"grant_type": "refresh_token", "refresh_token": stored["refresh_token"]}, http)
+    except _TokenFailure as failure:
+        return _after_failed_refresh(session, stored, failure, still_valid)
+    session[CONTEXT] = {**stored, "access_token": token["access_token"], "expires_at": _expires_at(token),
+                        "refresh_token": token.get("refresh_token") or stored["refresh_token"],
+                        "scope": token.get("scope") or stored["scope"]}
+    logger.info("SMART access token refreshed for %s", stored["iss"])
+    return token["access_token"]
+
+
+def _after_failed_refresh(session: MutableMapping, stored: dict, failure: _TokenFailure, still_valid: bool) -> str:
+    logger.warning("SMART token refresh failed: %s", failure)
+    if not failure.network:  # the refresh token is dead: do not keep trying it
+        session[CONTEXT] = {**stored, "refresh_token": None}
+    if still_valid:
+        return stored["access_token"]
+    if failure.network:
+        raise FhirUnavailable("token refresh failed: authorization server unreachable")
+    raise SessionExpired("token refresh refused")
+
+
+def token_provider(config: Mapping, session: MutableMapping, http: requests.Session) -> Callable[[], str]:
+    """A zero-argument callable for FhirGateway(token_provider=...)."""
+    return functools.partial(access_token, config, session, http)
+
+
+# --- id_token ----------------------------------------------------------------------------
+
+def _verified_id_token(config: Mapping, smart: SmartConfiguration, iss: str, id_token: str,
+                       http: requests.Session) -> dict:
+    """Claims of an id_token whose signature, issuer, audience and times check out."""
+    if not smart.jwks_uri:
+        raise LaunchError("an id_token arrived but the server publishes no jwks_uri to verify it")
+    try:
+        header = jwt.get_unverified_header(id_token)
+    except jwt.InvalidTokenError:
+        raise LaunchError("id_token is not a JWT") from None
+    alg = header.get("alg")
+    if alg not in ID_TOKEN_ALGS:
+        raise LaunchError(f"id_token algorithm {_printable(alg)} is not accepted")
+    key = _signing_key(_fetch_jwks(config, smart.jwks_uri, http), header.get("kid"))
+    issuers = [iss] + ([smart.issuer] if smart.issuer else [])
+    try:
+        claims = jwt.decode(id_token, key, algorithms=[alg], audience=str(config["CLIENT_ID"]),
+                            issuer=issuers, leeway=CLOCK_SKEW,
+                            options={"require": ["exp", "iat", "iss", "aud", "sub"]})
+    except jwt.InvalidTokenError as err:
+        raise LaunchError(f"id_token rejected: {type(err).__name__}") from None
+    audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+    if len(audiences) > 1 and claims.get("azp") != config["CLIENT_ID"]:
+        raise LaunchError("id_token has several audiences and we are not its azp")
+    return claims
+
+
+def _fetch_jwks(config: Mapping, jwks_uri: str, http: requests.Session) -> dict:
+    try:
+        response = http.get(jwks_uri, headers={"Accept": "application/json"}, timeout=http_timeout(config),
+                            allow_redirects=False)
+        response.raise_for_status()
+        jwks = response.json()
+    except (requests.RequestException, ValueError):
+        raise LaunchError("the issuer's JWKS could not be fetched") from None
+    if not isinstance(jwks, dict):
+        raise LaunchError("the issuer's JWKS is not a JSON object")
+    return jwks
+
+
+def _signing_key(jwks: dict, kid: str | None):
+    """The public key for `kid` (or the only key when the token names none)."""
+    try:
+        keys = [k for k in jwt.PyJWKSet.from_dict(jwks).keys if k.public_key_use in (None, "sig")]
+    except (jwt.PyJWKSetError, jwt.InvalidKeyError):
+        raise LaunchError("the issuer's JWKS holds no usable key") from None
+    matching = [k for k in keys if k.key_id == kid] if kid else keys
+    if len(matching) != 1:
+        raise LaunchError("no unique JWKS key matches the id_token's kid")
+    return matching[0].key
+
+
+# --- our keys (private_key_jwt) ----------------------------------------------------------
+
+def _key_alg(config: Mapping) -> str:
+    alg = str(config.get("PRIVATE_KEY_ALG", "RS384"))
+    if alg not in ("RS384", "ES384"):
+        raise AppError(f"PRIVATE_KEY_ALG must be RS384 or ES384, not {alg}")
+    return alg
+
+
+@functools.lru_cache(maxsize=8)
+def _private_key(path: str, alg: str):
+    try:
+        with open(path, "rb") as handle:
+            key = serialization.load_pem_private_key(handle.read(), password=None)
+    except (OSError, ValueError, TypeError) as err:
+        raise AppError(f"PRIVATE_KEY_FILE unusable ({type(err).__name__})") from None
+    if alg == "RS384" and not (isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048):
+        raise AppError("RS384 needs an RSA private key of at least 2048 bits")
+    if alg == "ES384" and not (isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp384r1"):
+        raise AppError("ES384 needs an EC P-384 private key")
+    return key
+
+
+def public_jwks(config: Mapping) -> dict:
+    """Our public key as a JWK Set (empty unless PRIVATE_KEY_FILE is configured)."""
+    if not config.get("PRIVATE_KEY_FILE"):
+        return {"keys": []}
+    alg = _key_alg(config)
+    public = _private_key(str(config["PRIVATE_KEY_FILE"]), alg).public_key()
+    algorithm = jwt.algorithms.RSAAlgorithm if alg == "RS384" else jwt.algorithms.ECAlgorithm
+    jwk = algorithm.to_jwk(public, as_dict=True)
+    jwk.update({"kid": config["KEY_ID"], "alg": alg, "use": "sig", "key_ops": ["verify"]})
+    return {"keys": [jwk]}
