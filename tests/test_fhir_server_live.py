@@ -33,6 +33,10 @@ def next_link(bundle: dict) -> str | None:
     return next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None)
 
 
+def orders_with(server, key: str) -> int:
+    return search(f"{server.base_url}/MedicationRequest", identifier=f"{ORDER_SYSTEM}|{key}")["total"]
+
+
 def order(key: str, patient: str) -> dict:
     return {"resourceType": "MedicationRequest", "status": "active", "intent": "order",
             "identifier": [{"system": ORDER_SYSTEM, "value": key}],
@@ -53,8 +57,8 @@ def test_collection_bundle_becomes_a_transaction_of_puts_by_type_and_id():
     transaction = to_transaction(bundle)
 
     assert transaction["type"] == "transaction"
-    assert [e["request"] for e in transaction["entry"]] == [
-        {"method": "PUT", "url": f"{e['resource']['resourceType']}/{e['resource']['id']}"} for e in bundle["entry"]]
+    expected = [f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle["entry"]]
+    assert [e["request"] for e in transaction["entry"]] == [{"method": "PUT", "url": url} for url in expected]
 
 
 def test_loaded_samples_are_searchable_by_patient_with_their_included_medication(fhir_server, two_samples):
@@ -62,7 +66,8 @@ def test_loaded_samples_are_searchable_by_patient_with_their_included_medication
                     _include="MedicationRequest:medication")
 
     modes = sorted((e["search"]["mode"], e["resource"]["resourceType"]) for e in bundle["entry"])
-    assert modes == [("include", "Medication"), ("match", "MedicationRequest"), ("match", "MedicationRequest")]
+    assert modes == [("include", "Medication"), ("match", "MedicationRequest"),
+                     ("match", "MedicationRequest")]
 
 
 def test_medication_requests_page_two_at_a_time_and_next_links_reach_every_match(fhir_server, two_samples):
@@ -95,9 +100,9 @@ def test_conditional_create_posted_twice_creates_one_resource_and_answers_200_th
     assert (first.status_code, second.status_code) == (200, 200)
     assert first.json()["entry"][0]["response"]["status"] == "201 Created"
     assert second.json()["entry"][0]["response"]["status"] == "200 OK"
-    assert second.json()["entry"][0]["response"]["location"] == first.json()["entry"][0]["response"]["location"]
-    found = search(f"{fhir_server.base_url}/MedicationRequest", identifier=f"{ORDER_SYSTEM}|{key}")
-    assert found["total"] == 1
+    assert second.json()["entry"][0]["response"]["location"] == first.json()["entry"][0]["response"][
+        "location"]
+    assert orders_with(fhir_server, key) == 1
 
 
 def test_urn_uuid_references_inside_a_transaction_are_rewritten_to_the_created_ids(fhir_server):
@@ -109,7 +114,8 @@ def test_urn_uuid_references_inside_a_transaction_are_rewritten_to_the_created_i
     response = post_transaction(fhir_server.base_url, [
         {"fullUrl": order_url, "resource": order(key, "ldn-fibromyalgia"),
          "request": {"method": "POST", "url": "MedicationRequest"}},
-        {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": plan, "request": {"method": "POST", "url": "CarePlan"}},
+        {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": plan,
+         "request": {"method": "POST", "url": "CarePlan"}},
     ])
 
     assert response.status_code == 200, response.text
@@ -124,7 +130,8 @@ def test_a_transaction_with_a_failing_entry_writes_nothing(fhir_server):
     response = post_transaction(fhir_server.base_url, [
         {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": order(key, "ldn-fibromyalgia"),
          "request": {"method": "POST", "url": "MedicationRequest"}},
-        {"resource": {"resourceType": "CarePlan", "status": "active", "intent": "plan"},  # subject is required
+        # CarePlan.subject is required: this entry fails validation
+        {"resource": {"resourceType": "CarePlan", "status": "active", "intent": "plan"},
          "request": {"method": "POST", "url": "CarePlan"}},
     ])
 
@@ -132,7 +139,7 @@ def test_a_transaction_with_a_failing_entry_writes_nothing(fhir_server):
     outcome = response.json()
     assert outcome["resourceType"] == "OperationOutcome"
     assert "rolled back" in outcome["issue"][0]["diagnostics"]
-    assert search(f"{fhir_server.base_url}/MedicationRequest", identifier=f"{ORDER_SYSTEM}|{key}")["total"] == 0
+    assert orders_with(fhir_server, key) == 0
 
 
 def test_load_bundles_raises_with_the_operation_outcome_diagnostics(fhir_server):

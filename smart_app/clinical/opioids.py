@@ -46,7 +46,15 @@ def is_readable_name(name: str) -> bool:
 
 
 def classify(med: MedicationExposure, terminology: Terminology) -> Classification:
-    """Codes and names, independently; opioid evidence from either wins."""
+    """Codes and names, independently; opioid evidence from either wins (memoized per drug)."""
+    key = (med.codings, med.names)
+    found = terminology.memo.get(key)
+    if found is None:
+        found = terminology.memo[key] = _classify(med, terminology)
+    return found
+
+
+def _classify(med: MedicationExposure, terminology: Terminology) -> Classification:
     hits: list[Match] = []
     for c in med.codings:
         hits.extend(terminology.code_matches(c.system, c.code))

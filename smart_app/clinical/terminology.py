@@ -89,6 +89,7 @@ class Terminology:
         pattern = "|".join(re.escape(t) for t in alternatives) or "(?!)"
         self._term_re = re.compile(r"(?<![a-z0-9])(" + pattern + r")(?![a-z0-9])")
         self._name_cache: dict[str, tuple[Match, ...]] = {}
+        self.memo: dict = {}  # per-drug classification results (opioids.classify)
 
     def code_matches(self, system: str | None, code: str | None) -> tuple[Match, ...]:
         """ValueSets that contain this code (prefix rule for ICD-10-CM and ATC)."""

@@ -59,21 +59,23 @@ class _Dates:
             return None
 
 
+@lru_cache(maxsize=8192)
+def _coding(system, code, display) -> Coding:
+    return Coding(system, code, display)
+
+
 def codings_of(concept: object) -> tuple[Coding, ...]:
     if not isinstance(concept, dict):
         return ()
-    out = []
-    for c in concept.get("coding") or ():
-        if isinstance(c, dict):
-            out.append(Coding(c.get("system"), c.get("code"), c.get("display")))
-    return tuple(out)
+    return tuple(_coding(c.get("system"), c.get("code"), c.get("display"))
+                 for c in concept.get("coding") or () if isinstance(c, dict))
 
 
-def names_of(concept: object) -> list[str]:
+def names_of(concept: object, codings: tuple[Coding, ...] | None = None) -> list[str]:
     if not isinstance(concept, dict):
         return []
     names = [concept["text"]] if isinstance(concept.get("text"), str) else []
-    names.extend(c.display for c in codings_of(concept) if c.display)
+    names.extend(c.display for c in (codings_of(concept) if codings is None else codings) if c.display)
     return names
 
 
@@ -143,8 +145,13 @@ def resolve_medication(target: str, r: dict, medications: dict[str, dict]) -> di
 def exposure_from(r: dict, medications: dict[str, dict]) -> MedicationExposure:
     rtype = r.get("resourceType", "")
     concepts, ref, extra = _medication_concepts(r, medications)
-    codings = tuple(c for concept in concepts for c in codings_of(concept))
-    names = tuple(dict.fromkeys(n for concept in concepts for n in names_of(concept)).keys()) + tuple(extra)
+    codings: tuple[Coding, ...] = ()
+    names: list[str] = []
+    for concept in concepts:
+        own = codings_of(concept)
+        codings += own
+        names.extend(names_of(concept, own))
+    names = tuple(dict.fromkeys(names + extra))
     status = r.get("status") if isinstance(r.get("status"), str) else None
     meaning = interpret(rtype, status, medication_dates(rtype, r))
     return MedicationExposure(

@@ -1,0 +1,449 @@
+"""The one place that talks HTTP to the EHR's FHIR server: reads, paged searches, writes.
+
+Written on `requests` rather than fhirclient's FHIRServer because the latter sets no timeouts,
+follows a paging `next` link to whatever host it names (with our token), has no retry policy
+and raises bare Exceptions. Here every request has (connect, read) timeouts; GETs retry on
+429/502/503/504 and connection errors with exponential backoff honouring Retry-After; writes
+never retry; HTTP failures become the typed errors of smart_app.errors in `_checked` only.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import itertools
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from smart_app.errors import FhirAuthError, FhirServerError, FhirUnavailable
+
+logger = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MEDICATION_USE_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationDispense")
+SEARCHED_TYPES = (*MEDICATION_USE_TYPES, "Condition")
+ENTERED_IN_ERROR_TYPES = frozenset({"MedicationRequest", "CarePlan"})
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+INCOMPLETE = "The EHR's records could not be read completely, so the assessment cannot be completed."
+WRITE_UNCERTAIN = ("The EHR did not answer in time, so the order may or may not have been written. "
+                   "Check the chart before trying again.")
+
+
+@dataclass
+class SearchResult:
+    """`match` entries of every page, and `include` entries keyed "Type/id"."""
+
+    matches: list[dict] = field(default_factory=list)
+    included: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
+class PatientRecord:
+    """Everything the assessment reads for one patient. Complete, or not returned at all."""
+
+    patient: dict
+    resources: dict[str, list[dict]]  # MedicationStatement, MedicationRequest, MedicationDispense, Condition
+    medications: dict[str, dict]  # reference as written (and "Medication/<id>") -> Medication
+
+
+class FhirGateway:
+    """FHIR REST client bound to one base URL and one token provider."""
+
+    def __init__(self, base_url: str, token_provider: Callable[[], str] | None, *,
+                 session: requests.Session | None = None, connect_timeout: float = 5, read_timeout: float = 30,
+                 retries: int = 3, max_workers: int = 5, max_pages: int = 50, max_retry_wait: float = 10.0,
+                 backoff: float = 0.5, sleep: Callable[[float], None] = time.sleep):
+        self.base_url = base_url.rstrip("/")
+        self._base = urlsplit(self.base_url)
+        self._token_provider = token_provider
+        self.http = session or requests.Session()
+        self.timeout = (connect_timeout, read_timeout)
+        self.retries, self.max_workers, self.max_pages = retries, max_workers, max_pages
+        self.max_retry_wait, self.backoff, self._sleep = max_retry_wait, backoff, sleep
+        self._written = threading.Event()
+        self._capabilities: dict | None = None
+        self._capabilities_lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: Mapping, base_url: str, token_provider: Callable[[], str] | None, *,
+                    session: requests.Session | None = None) -> FhirGateway:
+        """A gateway with timeouts, retries and limits from the app config (FHIR_* keys)."""
+        return cls(base_url, token_provider, session=session,
+                   connect_timeout=float(config.get("FHIR_CONNECT_TIMEOUT", 5)),
+                   read_timeout=float(config.get("FHIR_READ_TIMEOUT", 30)),
+                   retries=int(config.get("FHIR_RETRIES", 3)), max_workers=int(config.get("FHIR_MAX_WORKERS", 5)),
+                   max_pages=int(config.get("FHIR_MAX_PAGES", 50)),
+                   max_retry_wait=float(config.get("FHIR_RETRY_MAX_WAIT", 10.0)))
+
+    # --- capabilities --------------------------------------------------------------------
+
+    def capabilities(self) -> dict:
+        """The server's CapabilityStatement (fetched once per gateway)."""
+        with self._capabilities_lock:
+            if self._capabilities is None:
+                response = self._request("GET", self.base_url + "/metadata", token=self._token(), what="metadata")
+                self._capabilities = self._json(response, "metadata", expect="CapabilityStatement")
+            return self._capabilities
+
+    def supports_transaction(self) -> bool:
+        return any(i.get("code") == "transaction"
+                   for rest in self._server_rests() for i in rest.get("interaction") or [])
+
+    def supports_include(self, include: str) -> bool:
+        """Whether the CapabilityStatement lists `include` (e.g. "MedicationRequest:medication")."""
+        resource_type = include.split(":", 1)[0]
+        for rest in self._server_rests():
+            for resource in rest.get("resource") or []:
+                if resource.get("type") == resource_type:
+                    listed = resource.get("searchInclude") or []
+                    return include in listed or "*" in listed
+        return False
+
+    def _server_rests(self) -> list[dict]:
+        return [r for r in self.capabilities().get("rest") or [] if r.get("mode", "server") == "server"]
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def read(self, resource_type: str, resource_id: str) -> dict:
+        """One resource by id."""
+        return self._read(resource_type, resource_id, self._token())
+
+    def search(self, resource_type: str, params: Mapping[str, str]) -> list[dict]:
+        """Every `match` entry over every page (the server's `next` links, same server only)."""
+        return self.search_with_includes(resource_type, params).matches
+
+    def search_with_includes(self, resource_type: str, params: Mapping[str, str]) -> SearchResult:
+        """Like `search`, keeping `_include`d resources aside."""
+        return self._search(resource_type, params, self._token())
+
+    def read_patient_record(self, patient_id: str) -> PatientRecord:
+        """Patient, medication use, conditions and referenced Medications - all of it, or an error."""
+        if not _FHIR_ID.match(patient_id or ""):
+            raise FhirServerError("patient id is not a FHIR id", user_message=INCOMPLETE)
+        token = self._token()  # once, on the caller's thread: workers never touch the session
+        jobs: dict[str, Callable[[], object]] = {"Patient": lambda: self._read("Patient", patient_id, token)}
+        for resource_type in SEARCHED_TYPES:
+            jobs[resource_type] = self._search_job(resource_type, patient_id, token)
+        results = self._run_all(jobs)
+        searches: dict[str, SearchResult] = {t: results[t] for t in SEARCHED_TYPES}
+        resources = {t: searches[t].matches for t in SEARCHED_TYPES}
+        included = {k: v for s in searches.values() for k, v in s.included.items()}
+        medications = self._medications(resources, included, token)
+        logger.info("read record of Patient/%s: %s", patient_id,
+                    ", ".join(f"{t}={len(resources[t])}" for t in SEARCHED_TYPES))
+        return PatientRecord(patient=results["Patient"], resources=resources, medications=medications)
+
+    def _search_job(self, resource_type: str, patient_id: str, token: str | None) -> Callable[[], SearchResult]:
+        params = {"patient": patient_id, "_count": "100"}
+        include = f"{resource_type}:medication"
+        if resource_type in MEDICATION_USE_TYPES and self.supports_include(include):
+            params["_include"] = include
+        return lambda: self._search(resource_type, params, token)
+
+    def _run_all(self, jobs: dict[str, Callable[[], object]]) -> dict[str, object]:
+        """Run jobs concurrently; the first failure (in job order) is raised, the rest cancelled."""
+        pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="fhir")
+        try:
+            futures = {name: pool.submit(job) for name, job in jobs.items()}
+            return {name: future.result() for name, future in futures.items()}
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _medications(self, resources: dict[str, list[dict]], included: dict[str, dict],
+                     token: str | None) -> dict[str, dict]:
+        """Resolve every medicationReference: contained ones are left to the parser."""
+        wanted: dict[str, list[str]] = {}  # "Medication/<id>" -> references as written
+        for resource_type in MEDICATION_USE_TYPES:
+            for resource in resources[resource_type]:
+                reference = (resource.get("medicationReference") or {}).get("reference")
+                if isinstance(reference, str) and reference and not reference.startswith("#"):
+                    wanted.setdefault(self._local_reference(reference, "Medication"), []).append(reference)
+        found = {key: included[key] for key in wanted if key in included}
+        missing = sorted(set(wanted) - set(found))
+        if missing:
+            ids = [key.split("/", 1)[1] for key in missing]
+            fetched = self._search("Medication", {"_id": ",".join(ids), "_count": str(len(ids))}, token)
+            found.update({f"Medication/{m.get('id')}": m for m in fetched.matches})
+        unresolved = set(wanted) - set(found)
+        if unresolved:
+            raise FhirServerError(f"{len(unresolved)} referenced Medication resources not found",
+                                  user_message=INCOMPLETE)
+        return {ref: found[key] for key, refs in wanted.items() for ref in (key, *refs)}
+
+    def _local_reference(self, reference: str, expected_type: str) -> str:
+        """ "Type/id" for a relative or same-server absolute reference (history suffix dropped)."""
+        path = reference
+        if "://" in reference:
+            parts = urlsplit(reference)
+            if not self._is_same_server(parts):
+                raise FhirServerError("a reference points outside the FHIR server", user_message=INCOMPLETE)
+            path = parts.path[len(self._base.path):]
+        segments = path.strip("/").split("/")
+        if len(segments) < 2 or segments[0] != expected_type or not _FHIR_ID.match(segments[1]):
+            raise FhirServerError(f"unusable {expected_type} reference", user_message=INCOMPLETE)
+        return f"{expected_type}/{segments[1]}"
+
+    def _read(self, resource_type: str, resource_id: str, token: str | None) -> dict:
+        _check_type(resource_type)
+        if not _FHIR_ID.match(resource_id or ""):
+            raise FhirServerError(f"{resource_type} id is not a FHIR id", user_message=INCOMPLETE)
+        what = f"read {resource_type}/{resource_id}"
+        response = self._request("GET", f"{self.base_url}/{resource_type}/{resource_id}", token=token, what=what)
+        return self._json(response, what, expect=resource_type)
+
+    def _search(self, resource_type: str, params: Mapping[str, str] | None, token: str | None) -> SearchResult:
+        _check_type(resource_type)
+        url, query, result = f"{self.base_url}/{resource_type}", dict(params or {}), SearchResult()
+        for page in itertools.count(1):
+            what = f"search {resource_type} page {page}"
+            bundle = self._json(self._request("GET", url, params=query, token=token, what=what), what,
+                                expect="Bundle")
+            _collect(bundle, resource_type, result)
+            next_url = _next_link(bundle)
+            if next_url is None:
+                return result
+            if page >= self.max_pages:
+                raise FhirServerError(f"search {resource_type} has more than {self.max_pages} pages",
+                                      user_message=INCOMPLETE)
+            url, query = self._same_server_url(next_url), None  # followed as given: opaque cursors
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _same_server_url(self, link: str) -> str:
+        """The absolute `next` URL, if it stays on our server under the base path; else raise."""
+        absolute = urljoin(self.base_url + "/", link)
+        if not self._is_same_server(urlsplit(absolute)):
+            logger.warning("search paging link leaves the FHIR server; not followed")
+            raise FhirServerError("paging link points outside the FHIR server", user_message=INCOMPLETE)
+        return absolute
+
+    def _is_same_server(self, parts) -> bool:
+        base = self._base
+        try:
+            port, base_port = parts.port, base.port
+        except ValueError:
+            return False
+        base_path = base.path.rstrip("/")
+        return (parts.scheme == base.scheme
+                and (parts.hostname or "").lower() == (base.hostname or "").lower()
+                and (port or _DEFAULT_PORTS.get(parts.scheme)) == (base_port or _DEFAULT_PORTS.get(base.scheme))
+                and (parts.path == base_path or parts.path.startswith(base_path + "/"))
+                and not parts.username and not parts.password)
+
+    # --- writes --------------------------------------------------------------------------
+
+    def transaction(self, bundle: dict) -> dict:
+        """POST a transaction Bundle to the base URL; the transaction-response Bundle. Never retried."""
+        if bundle.get("resourceType") != "Bundle" or bundle.get("type") != "transaction":
+            raise ValueError("transaction() needs a Bundle of type transaction")
+        response = self._write("POST", self.base_url, bundle, "transaction")
+        return self._json(response, "transaction", expect="Bundle")
+
+    def create(self, resource: dict, if_none_exist: str | None = None) -> dict:
+        """POST one resource (conditionally, with If-None-Exist); the stored resource. Never retried."""
+        resource_type = resource.get("resourceType", "")
+        _check_type(resource_type)
+        headers = {"If-None-Exist": if_none_exist} if if_none_exist else {}
+        what = f"create {resource_type}"
+        response = self._write("POST", f"{self.base_url}/{resource_type}", resource, what, headers)
+        body = self._json(response, what) if response.content else {}
+        if body.get("resourceType") == resource_type:
+            return body
+        location = response.headers.get("Location") or response.headers.get("Content-Location") or ""
+        segments = urlsplit(location).path.split("/")
+        if resource_type in segments and segments.index(resource_type) + 1 < len(segments):
+            return {"resourceType": resource_type, "id": segments[segments.index(resource_type) + 1]}
+        raise FhirServerError(f"{what}: the server returned neither the resource nor its Location")
+
+    def delete(self, ref: str) -> None:
+        """DELETE "Type/id"; a resource already gone (404/410) counts as deleted. Never retried."""
+        resource_type, resource_id = _split_reference(ref)
+        url = f"{self.base_url}/{resource_type}/{resource_id}"
+        try:
+            self._write("DELETE", url, None, f"delete {resource_type}/{resource_id}")
+        except FhirServerError as err:
+            if err.http_status not in (404, 410):
+                raise
+
+    def mark_entered_in_error(self, ref: str) -> dict:
+        """Set status=entered-in-error on a MedicationRequest or CarePlan (PUT with If-Match)."""
+        resource_type, resource_id = _split_reference(ref)
+        if resource_type not in ENTERED_IN_ERROR_TYPES:
+            raise ValueError(f"{resource_type} cannot be marked entered-in-error; delete it instead")
+        url, what = f"{self.base_url}/{resource_type}/{resource_id}", f"{resource_type}/{resource_id}"
+        response = self._request("GET", url, token=self._token(), what=f"read {what}")
+        resource = {**self._json(response, f"read {what}", expect=resource_type), "status": "entered-in-error"}
+        version = (resource.get("meta") or {}).get("versionId")
+        etag = response.headers.get("ETag") or (f'W/"{version}"' if version else None)
+        headers = {"If-Match": etag} if etag else {}
+        updated = self._write("PUT", url, resource, f"entered-in-error {what}", headers)
+        return self._json(updated, f"update {what}") if updated.content else resource
+
+    def _write(self, method: str, url: str, body: dict | None, what: str,
+               headers: dict | None = None) -> requests.Response:
+        token = self._token()
+        self._written.set()  # even a failed write may have landed: stop trusting cached reads
+        extra = {"Content-Type": FHIR_JSON, "Prefer": "return=representation"} if body is not None else {}
+        return self._request(method, url, body=None if body is None else json.dumps(body),
+                             headers={**extra, **(headers or {})}, token=token, what=what)
+
+    # --- HTTP ----------------------------------------------------------------------------
+
+    def _token(self) -> str | None:
+        return self._token_provider() if self._token_provider else None
+
+    def _request(self, method: str, url: str, *, params: Mapping | None = None, body: str | None = None,
+                 headers: Mapping | None = None, token: str | None, what: str) -> requests.Response:
+        """One logical request with timeouts; GETs retried; the response is checked by `_checked`."""
+        attempts = 1 + (self.retries if method == "GET" else 0)
+        sent = self._headers(method, token, headers)
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                response = self.http.request(method, url, params=params, data=body, headers=sent,
+                                             timeout=self.timeout, allow_redirects=False)
+            except (requests.ConnectionError, requests.Timeout) as err:
+                if last:
+                    raise _unavailable(method, what, err) from None
+                logger.info("%s: %s, retrying", what, type(err).__name__)
+                self._wait(attempt, None)
+                continue
+            except requests.RequestException as err:
+                raise _unavailable(method, what, err) from None
+            if response.status_code in RETRY_STATUSES and not last:
+                logger.info("%s -> %s, retrying", what, response.status_code)
+                self._wait(attempt, response.headers.get("Retry-After"))
+                continue
+            return self._checked(response, what)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _headers(self, method: str, token: str | None, extra: Mapping | None) -> dict:
+        headers = {"Accept": FHIR_JSON}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if method == "GET" and self._written.is_set():
+            headers["Cache-Control"] = "no-cache"  # HAPI caches identical searches for 60 s
+        headers.update(extra or {})
+        return headers
+
+    def _wait(self, attempt: int, retry_after: str | None) -> None:
+        delay = _retry_after_seconds(retry_after)
+        if delay is None:
+            delay = self.backoff * (2 ** attempt)
+        self._sleep(min(delay, self.max_retry_wait))
+
+    @staticmethod
+    def _checked(response: requests.Response, what: str) -> requests.Response:
+        """THE error mapping: HTTP status -> typed error, OperationOutcome diagnostics kept."""
+        status = response.status_code
+        logger.info("%s -> %s", what, status)
+        if 200 <= status < 300:
+            return response
+        diagnostics = _diagnostics(response)
+        detail = f"{what}: HTTP {status}" + (f": {'; '.join(diagnostics)}" if diagnostics else "")
+        if status in (401, 403):
+            raise FhirAuthError(detail, http_status=status, diagnostics=diagnostics)
+        if status >= 500 or status == 429:
+            raise FhirUnavailable(detail, http_status=status, diagnostics=diagnostics)
+        raise FhirServerError(detail, http_status=status, diagnostics=diagnostics)
+
+    @staticmethod
+    def _json(response: requests.Response, what: str, expect: str | None = None) -> dict:
+        try:
+            body = response.json()
+        except ValueError:
+            raise FhirServerError(f"{what}: the response is not JSON", http_status=response.status_code) from None
+        if not isinstance(body, dict) or (expect and body.get("resourceType") != expect):
+            found = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
+            raise FhirServerError(f"{what}: expected {expect or 'a resource'}, got {found}",
+                                  http_status=response.status_code)
+        return body
+
+
+def _unavailable(method: str, what: str, err: requests.RequestException) -> FhirUnavailable:
+    """A transport failure; for a write that may have reached the server, say so."""
+    reached = method != "GET" and not isinstance(err, requests.ConnectTimeout)
+    return FhirUnavailable(f"{what}: {type(err).__name__}", user_message=WRITE_UNCERTAIN if reached else None)
+
+
+def _check_type(resource_type: str) -> None:
+    if not _RESOURCE_TYPE.match(resource_type or ""):
+        raise ValueError(f"not a FHIR resource type: {resource_type!r}")
+
+
+def _split_reference(ref: str) -> tuple[str, str]:
+    parts = (ref or "").strip("/").split("/")
+    if len(parts) != 2 or not _RESOURCE_TYPE.match(parts[0]) or not _FHIR_ID.match(parts[1]):
+        raise ValueError(f"expected a relative reference Type/id, got {ref!r}")
+    return parts[0], parts[1]
+
+
+def _collect(bundle: dict, resource_type: str, result: SearchResult) -> None:
+    """Sort one page's entries: `match` -> results, `include` -> side dict, `outcome` dropped.
+
+    A server that omits entry.search.mode gets the benefit of the doubt by resource type.
+    """
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            continue
+        mode = (entry.get("search") or {}).get("mode")
+        if mode is None:
+            mode = "match" if resource.get("resourceType") == resource_type else "include"
+        if mode == "match":
+            result.matches.append(resource)
+        elif mode == "include":
+            result.included[f"{resource.get('resourceType')}/{resource.get('id')}"] = resource
+        else:
+            logger.info("search %s: %s entry (%s) ignored", resource_type, mode, resource.get("resourceType"))
+
+
+def _next_link(bundle: dict) -> str | None:
+    for link in bundle.get("link") or []:
+        if isinstance(link, dict) and link.get("relation") == "next" and link.get("url"):
+            return str(link["url"])
+    return None
+
+
+def _diagnostics(response: requests.Response) -> tuple[str, ...]:
+    """issue[].diagnostics / issue[].details.text of an OperationOutcome body, if there is one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ()
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return ()
+    found = []
+    for issue in body.get("issue") or []:
+        if isinstance(issue, dict):
+            text = issue.get("diagnostics") or (issue.get("details") or {}).get("text")
+            if text:
+                found.append(str(text))
+    return tuple(found)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
