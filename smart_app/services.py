@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -42,12 +43,6 @@ def assess_patient(gateway, patient_id: str, *, as_of: date, washout_days: int =
     data, problems = read_patient(gateway, patient_id)
     return assess_data(data, as_of=as_of, washout_days=washout_days, start=start, reasons=reasons,
                        data_problems=problems), data
-
-
-def blocking_texts(assessment: Assessment) -> list[str]:
-    worst = assessment.decision
-    return [f"{f.rule}: {f.text}" for f in assessment.findings if f.severity.value in (
-        "contraindication",) or (worst is Decision.CONTRAINDICATED and False)]
 
 
 @dataclass(frozen=True)
@@ -126,3 +121,71 @@ def assessment_to_json(a: Assessment) -> dict:
 
 
 __all__ = ["AppError", "SignRequest", "assess_data", "assess_patient", "assessment_to_json", "plan_order"]
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What the EHR stored for one signed plan: "Type/id" per resource type."""
+
+    refs: dict
+
+    @property
+    def medication_request(self) -> str | None:
+        return self.refs.get("MedicationRequest")
+
+    @property
+    def care_plan(self) -> str | None:
+        return self.refs.get("CarePlan")
+
+
+def _ref_from_location(location: str | None) -> str | None:
+    parts = [p for p in (location or "").split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else None
+
+
+def place_order(gateway, bundle: dict) -> WriteResult:
+    """Write the transaction; without transaction support, create in order and undo on failure."""
+    if gateway.supports_transaction():
+        response = gateway.transaction(bundle)
+        refs = {}
+        for sent, got in zip(bundle["entry"], response.get("entry") or [], strict=False):
+            ref = _ref_from_location((got.get("response") or {}).get("location"))
+            if ref is None and isinstance(got.get("resource"), dict):
+                ref = f"{got['resource']['resourceType']}/{got['resource'].get('id')}"
+            refs[sent["resource"]["resourceType"]] = ref
+        if not refs.get("MedicationRequest") or not refs.get("CarePlan"):
+            raise FhirServerError("transaction response without MedicationRequest/CarePlan locations")
+        return WriteResult(refs)
+    return _place_sequentially(gateway, bundle)
+
+
+def _place_sequentially(gateway, bundle: dict) -> WriteResult:
+    """Conditional creates one by one; on a failure after the first, remove what was created."""
+    created: list[str] = []
+    urns: dict[str, str] = {}
+    try:
+        for entry in bundle["entry"]:
+            text = json.dumps(entry["resource"])
+            for urn, ref in urns.items():
+                text = text.replace(f'"{urn}"', f'"{ref}"')
+            stored = gateway.create(json.loads(text), if_none_exist=entry["request"].get("ifNoneExist"))
+            ref = f"{stored['resourceType']}/{stored['id']}"
+            urns[entry["fullUrl"]] = ref
+            created.append(ref)
+    except AppError:
+        _undo(gateway, created)
+        raise
+    return WriteResult({ref.split("/")[0]: ref for ref in created})
+
+
+def _undo(gateway, created: list[str]) -> None:
+    for ref in reversed(created):
+        try:
+            if ref.split("/")[0] in ("MedicationRequest", "CarePlan"):
+                gateway.mark_entered_in_error(ref)
+            else:
+                gateway.delete(ref)
+        except AppError:
+            log.error("could not undo %s after a failed sequential write; it needs manual review", ref)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -15,7 +15,7 @@ from smart_app.samples import SAMPLE_AS_OF, load_expected, load_sample
 from smart_app.services import SignRequest, plan_order
 
 START = date(2026, 1, 20)
-RECORDED = datetime(2026, 1, 15, 9, 30, tzinfo=timezone.utc)
+RECORDED = datetime(2026, 1, 15, 9, 30, tzinfo=UTC)
 
 
 def data(pid):

@@ -178,8 +178,9 @@ def naltrexone_findings(med: MedicationExposure, start: date, washout_days: int)
                          f"Naltrexone record {what}: {med.date_problem}. Confirm the patient is "
                          "not still taking it (duplicate therapy).", med, rule="R5", source="004, 001")]
     if med.state is ExposureState.ENDED:
-        return [_finding(Severity.INFO, "naltrexone-past", f"Previous naltrexone use ended {med.last_exposure}: {what}.",
-                         med, rule="R5", source="004, 001")]
+        return [_finding(Severity.INFO, "naltrexone-past",
+                         f"Previous naltrexone use ended {med.last_exposure}: {what}.", med, rule="R5",
+                         source="004, 001")]
     return []
 
 
