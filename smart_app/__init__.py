@@ -1,1 +1,52 @@
-"""Low-dose naltrexone (LDN) decision support: a SMART on FHIR R4 app."""
+"""Low-dose naltrexone (LDN) decision support: a SMART on FHIR R4 app. `create_app` is the factory."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from flask import Flask, render_template
+
+from .config import from_environment
+from .errors import AppError
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """The app: config (defaults < LDN_* environment < `config`), logging, blueprints, error pages."""
+    app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
+    app.config.update(from_environment())
+    app.config.update(config or {})
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = secrets.token_hex(32)
+    https = str(app.config.get("PUBLIC_BASE_URL", "")).startswith("https://")
+    app.config.update(SESSION_COOKIE_SECURE=https, PREFERRED_URL_SCHEME="https" if https else "http")
+    logging.getLogger("smart_app").setLevel(str(app.config.get("LOG_LEVEL", "INFO")).upper())
+
+    from .smart import blueprint as smart
+    from .web import views
+
+    smart.init_app(app)
+    app.register_blueprint(smart.bp)
+    app.register_blueprint(views.bp)
+    _error_pages(app)
+    app.after_request(views.security_headers)
+    return app
+
+
+def _error_pages(app: Flask) -> None:
+    @app.errorhandler(AppError)
+    def app_error(err: AppError):
+        app.logger.warning("%s: %s", type(err).__name__, err.detail)
+        return render_template("error.html", message=err.user_message), err.status
+
+    @app.errorhandler(404)
+    def not_found(_err):
+        return render_template("error.html", message="There is no such page."), 404
+
+    @app.errorhandler(405)
+    def not_allowed(_err):
+        return render_template("error.html", message="That action is not available here."), 405
+
+    @app.errorhandler(500)
+    def server_error(_err):
+        return render_template("error.html", message="Something went wrong. Nothing was written."), 500

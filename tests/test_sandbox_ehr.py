@@ -17,6 +17,7 @@ import responses
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from smart_app.sandbox.ehr import Context, create_sandbox_app, required_permissions, scope_permits
+from smart_app.sandbox.fhir_server import load_bundles
 
 PATIENT = "ldn-fibromyalgia"
 ORDER_SYSTEM = "https://fhir.ldn-app.org/identifier/ldn-order"
@@ -161,6 +162,19 @@ def test_launch_page_lists_the_patients_with_an_ehr_launch_each_and_a_standalone
     assert PATIENT in page
     assert page.count(">EHR launch</button>") >= 30
     assert f'href="{sandbox.launch_url}?iss={sandbox.iss.replace(":", "%3A").replace("/", "%2F")}"' in page
+
+
+@pytest.mark.live
+def test_launch_page_escapes_patient_names_and_labels_each_launch_button(sandbox, web):
+    patient = {"resourceType": "Patient", "id": "ehr-escaping", "name": [{"text": "<script>alert(1)</script>"}]}
+    load_bundles(sandbox.fhir_upstream, [{"resourceType": "Bundle", "type": "collection",
+                                          "entry": [{"resource": patient}]}])
+
+    page = web.get("/").get_data(as_text=True)
+
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert 'aria-label="EHR launch for &lt;script&gt;alert(1)&lt;/script&gt; (ehr-escaping)"' in page
 
 
 @pytest.mark.live

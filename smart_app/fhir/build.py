@@ -21,6 +21,7 @@ ORDER_IDENTIFIER_SYSTEM = CANONICAL_BASE + "/identifier/ldn-order"
 ORDER_TAG_SYSTEM = CANONICAL_BASE + "/CodeSystem/ldn-order-key"
 PROFILE_MEDICATION_REQUEST = CANONICAL_BASE + "/StructureDefinition/ldn-medicationrequest"
 PROFILE_CAREPLAN = CANONICAL_BASE + "/StructureDefinition/ldn-careplan"
+CAREPLAN_ACTIVITY_SYSTEM = CANONICAL_BASE + "/CodeSystem/ldn-careplan-activity"
 REVIEW_WINDOW_DAYS = (56, 84)  # 8-12 weeks (R6; 001)
 PHARMACY_NOTE = (
     "Compounded low-dose naltrexone: commercial naltrexone tablets are 50 mg, so LDN must be compounded "
@@ -111,11 +112,13 @@ def medication_request(plan: OrderPlan, key: str) -> dict:
     }
 
 
-def _activity(text: str, status: str, start: date, end: date | None, description: str, kind: str = "Task"):
+def _activity(code: str, text: str, status: str, start: date, end: date | None, description: str,
+              kind: str = "Task"):
     period = {"start": start.isoformat()}
     if end:
         period["end"] = end.isoformat()
-    return {"detail": {"kind": kind, "code": {"text": text}, "status": status, "scheduledPeriod": period,
+    concept = {"coding": [{"system": CAREPLAN_ACTIVITY_SYSTEM, "code": code, "display": text}], "text": text}
+    return {"detail": {"kind": kind, "code": concept, "status": status, "scheduledPeriod": period,
                        "description": description}}
 
 
@@ -138,18 +141,18 @@ def care_plan(plan: OrderPlan, key: str, mr_urn: str) -> dict:
         "addresses": [{"reference": r} for r in plan.reasons],
         "activity": [
             {"reference": {"reference": mr_urn, "display": "Low-dose naltrexone titration"}},
-            _activity("LDN efficacy review (8-12 weeks)", "scheduled", start + timedelta(days=low),
+            _activity("efficacy-review", "LDN efficacy review (8-12 weeks)", "scheduled", start + timedelta(days=low),
                       start + timedelta(days=high),
                       "Review pain and function after 8-12 weeks of consistent use; with no benefit, consider "
                       "stopping (R6; 001, 003).", kind="Appointment"),
-            _activity("Monitor for withdrawal signs or increased pain", "not-started", start,
+            _activity("withdrawal-monitoring", "Monitor for withdrawal signs or increased pain", "not-started", start,
                       start + timedelta(days=14),
                       "On starting, watch for opioid withdrawal signs or increased pain (R6; 000).",
                       kind="CommunicationRequest"),
-            _activity("Side-effect check", "not-started", start, start + timedelta(days=28),
+            _activity("side-effect-check", "Side-effect check", "not-started", start, start + timedelta(days=28),
                       "Vivid dreams (most common), headache, sleep disturbance, tachycardia, dizziness, nausea; "
                       "usually settle in the first weeks (R6; 000, 001, 004).", kind="CommunicationRequest"),
-            _activity("Hold LDN before procedures needing opioids", "not-started", start, None,
+            _activity("procedure-hold", "Hold LDN before procedures needing opioids", "not-started", start, None,
                       "Hold LDN 2-3 days before elective procedures needing opioids; stop before any procedure "
                       "needing opioid analgesia; avoid alcohol (R5; 001, 003, 004).", kind="Task"),
         ],

@@ -87,6 +87,10 @@ class FhirGateway:
                    max_pages=int(config.get("FHIR_MAX_PAGES", 50)),
                    max_retry_wait=float(config.get("FHIR_RETRY_MAX_WAIT", 10.0)))
 
+    def assume_written(self) -> None:
+        """Treat this gateway as having written already (a write in an earlier request): reads skip caches."""
+        self._written.set()
+
     # --- capabilities --------------------------------------------------------------------
 
     def capabilities(self) -> dict:

@@ -137,7 +137,8 @@ class _Web:
 def _bind(stack: ExitStack, host: str, port: int, name: str) -> _Web:
     late = _LateApp()
     server = make_server(host, port, late, threaded=True, request_handler=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name=f"sandbox-{name}", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                              name=f"sandbox-{name}", daemon=True)
     web = _Web(server, late, thread)
     stack.callback(web.stop)
     return web

@@ -51,6 +51,7 @@ RESOURCE_TYPE_RE = re.compile(r"[A-Z][A-Za-z]+")
 V1_PERMISSIONS = {"read": "rs", "write": "cud", "*": "cruds"}
 V2_PERMISSION_RE = re.compile(r"c?r?u?d?s?")
 NOT_A_TRANSACTION = "Only transaction or batch Bundles may be sent to the base"
+ENTRY_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 METHOD_PERMISSION = {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}
 SCOPES_SUPPORTED = (
     "openid", "fhirUser", "launch", "launch/patient", "online_access",
@@ -295,11 +296,12 @@ def _bundle_permissions(body: bytes) -> list[tuple[str, str]]:
         raise ProxyError(400, "invalid", NOT_A_TRANSACTION)
     needed = []
     for index, entry in enumerate(bundle.get("entry") or []):
-        req = entry.get("request") or {}
+        req = entry.get("request") if isinstance(entry, dict) else None
+        req = req if isinstance(req, dict) else {}
         method = str(req.get("method", "")).upper()
         url = urlsplit(str(req.get("url", "")))
         path = url.path.split("/fhir/", 1)[-1] if url.scheme else url.path
-        if not method or not path:
+        if method not in ENTRY_METHODS or not path:
             raise ProxyError(400, "required", f"Entry {index}: request.method and request.url are required")
         needed += required_permissions(method, path, b"") if path.strip("/") else [("*", "cruds")]
     return needed

@@ -1,0 +1,42 @@
+"""`ldn-app serve` (production WSGI server, env config) and `ldn-app demo` (the sandbox EHR)."""
+
+from __future__ import annotations
+
+import logging
+
+from .config import from_environment
+
+
+def add_commands(sub) -> None:
+    s = sub.add_parser("serve", help="run the app alone under waitress, configured by LDN_* environment variables")
+    s.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a deployed server listens on its interface
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--threads", type=int, default=8)
+    s.set_defaults(func=cmd_serve)
+    d = sub.add_parser("demo", help="start a sandbox EHR (real FHIR server + SMART auth) and the app on loopback")
+    d.add_argument("--app-port", type=int, default=8000)
+    d.add_argument("--ehr-port", type=int, default=8001)
+    d.add_argument("--fhir-port", type=int, default=8002)
+    d.set_defaults(func=cmd_demo)
+
+
+def cmd_serve(args) -> int:
+    from waitress import serve
+
+    from . import create_app
+
+    config = from_environment()
+    if not config["ALLOWED_ISSUERS"]:
+        raise SystemExit("ldn-app serve: set LDN_ALLOWED_ISSUERS (the FHIR base URLs allowed to launch the app)")
+    if not config["SECRET_KEY"]:
+        logging.getLogger(__name__).warning("LDN_SECRET_KEY unset: a random key is used (fine for one instance)")
+    logging.basicConfig(level=str(config["LOG_LEVEL"]).upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    serve(create_app(), host=args.host, port=args.port, threads=args.threads, ident="ldn-app")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .sandbox.demo import run_demo
+
+    run_demo(app_port=args.app_port, ehr_port=args.ehr_port, fhir_port=args.fhir_port)
+    return 0

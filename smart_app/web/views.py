@@ -1,0 +1,284 @@
+"""The clinician's pages: review, preview, sign, confirmation; and GET /api/assessment. Services only."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from flask import Blueprint, current_app, jsonify, redirect, render_template, request, session, url_for
+
+from ..clinical.model import Assessment, Decision, TitrationRequest
+from ..clinical.titration import describe_step
+from ..errors import AppError, FhirServerError, InputError, SessionExpired, WriteRefused
+from ..fhir.build import REVIEW_WINDOW_DAYS, order_key
+from ..fhir.gateway import FhirGateway
+from ..fhir.parse import PatientData
+from ..services import SignRequest, assess_data, assessment_to_json, place_order, plan_order, read_patient
+from ..smart import oauth
+from ..smart.blueprint import http
+
+bp = Blueprint("web", __name__)
+ORDERS = "ldn_orders"  # session key: order key -> what was written (for the confirmation page)
+WROTE = "ldn_wrote"  # session key: a write happened; later reads bypass server caches
+_order_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+class CsrfError(AppError):
+    status = 400
+    user_message = "This form has expired or did not come from this app. Reload the page and try again."
+
+
+def security_headers(response):
+    """Framing only by the configured EHR origins; no caching of PHI; no sniffing."""
+    ancestors = current_app.config.get("FRAME_ANCESTORS") or "'self'"
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        f"form-action 'self'; base-uri 'none'; object-src 'none'; frame-ancestors {ancestors}")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if response.mimetype in ("text/html", "application/json"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# --- request plumbing ------------------------------------------------------------------------
+
+def today() -> date:
+    override = current_app.config.get("TODAY")  # tests pin the clock here; production leaves it unset
+    return date.fromisoformat(override) if override else date.today()
+
+
+def smart_context() -> oauth.SmartContext:
+    ctx = oauth.current_context(session)
+    if ctx is None:
+        raise SessionExpired()
+    return ctx
+
+
+def gateway(ctx: oauth.SmartContext) -> FhirGateway:
+    provider = oauth.token_provider(current_app.config, session, http())
+    gw = FhirGateway.from_config(current_app.config, ctx.iss, provider)
+    if session.get(WROTE):
+        gw.assume_written()
+    return gw
+
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def check_csrf() -> None:
+    sent, expected = request.form.get("csrf_token", ""), session.get("csrf")
+    if not expected or not secrets.compare_digest(sent, expected):
+        raise CsrfError("CSRF token missing or wrong")
+
+
+@bp.app_context_processor
+def _template_helpers():
+    return {"csrf_token": csrf_token, "anchor": lambda ref: "r-" + ref.replace("/", "-")}
+
+
+# --- the form --------------------------------------------------------------------------------
+
+@dataclass
+class OrderForm:
+    """The clinician's inputs, kept as typed so a rejected form comes back unchanged."""
+
+    start: str = ""
+    start_dose: str = "1.5"
+    step: str = "1.5"
+    interval: str = "14"
+    target: str = "4.5"
+    supply_days: str = "30"
+    reasons: list[str] = field(default_factory=list)
+    override_reason: str = ""
+    attest: bool = False
+    attestation: str = ""
+
+    @classmethod
+    def from_request(cls) -> OrderForm:
+        f = request.form
+        return cls(start=f.get("start", ""), start_dose=f.get("start_dose", ""), step=f.get("step", ""),
+                   interval=f.get("interval", ""), target=f.get("target", ""),
+                   supply_days=f.get("supply_days", ""), reasons=f.getlist("reason"),
+                   override_reason=f.get("override_reason", "").strip(), attest=f.get("attest") == "yes",
+                   attestation=f.get("attestation", "").strip())
+
+    def sign_request(self, requester: str | None) -> SignRequest:
+        problems: list[str] = []
+        start = _parse(problems, "Start date", self.start, date.fromisoformat)
+        values = {name: _parse(problems, label, getattr(self, name), kind) for name, label, kind in (
+            ("start_dose", "Start dose", float), ("step", "Step", float), ("interval", "Interval", int),
+            ("target", "Target dose", float), ("supply_days", "Supply", int))}
+        if problems:
+            raise InputError(problems)
+        attestation = (self.attestation or "Clinician attests the unreadable or unclassified data were checked "
+                       "and are not opioid exposure.") if self.attest else None
+        titration = TitrationRequest(start=start, start_dose_mg=values["start_dose"], step_mg=values["step"],
+                                     interval_days=values["interval"], target_mg=values["target"],
+                                     supply_days=values["supply_days"])
+        return SignRequest(titration=titration, reasons=tuple(self.reasons), requester=requester,
+                           override_reason=self.override_reason or None, attestation=attestation)
+
+
+def _parse(problems: list[str], label: str, raw: str, kind):
+    try:
+        return kind(raw.strip())
+    except (ValueError, AttributeError):
+        problems.append(f"{label}: '{raw}' is not a valid {'date' if kind is date.fromisoformat else 'number'}.")
+        return None
+
+
+def default_form(assessment: Assessment) -> OrderForm:
+    start = max(today(), assessment.earliest_start_date or today())
+    return OrderForm(start=start.isoformat(), reasons=list(assessment.reasons))
+
+
+# --- pages -----------------------------------------------------------------------------------
+
+def _load(ctx) -> tuple[PatientData, tuple[str, ...]]:
+    return read_patient(gateway(ctx), ctx.patient)
+
+
+def _washout() -> int:
+    return int(current_app.config.get("WASHOUT_DAYS", 10))
+
+
+def render_review(ctx, data, problems, *, form: OrderForm | None = None, preview=None, errors=(), status=200):
+    current = assess_data(data, as_of=today(), washout_days=_washout(), data_problems=problems)
+    form = form or default_form(current)
+    page = render_template(
+        "review.html", ctx=ctx, patient=data.patient or {}, assessment=current, form=form, preview=preview,
+        errors=list(errors), can_write=not ctx.missing_write, Decision=Decision,
+        conditions=[c for c in current.conditions], today=today())
+    return page, status
+
+
+@bp.get("/")
+def review():
+    ctx = smart_context()
+    data, problems = _load(ctx)
+    return render_review(ctx, data, problems)
+
+
+@dataclass(frozen=True)
+class Preview:
+    assessment: Assessment
+    steps: list
+    review_from: date
+    review_to: date
+    problems: list[str]
+    signable: bool
+
+
+def make_preview(data, problems, form: OrderForm, requester) -> Preview:
+    req = form.sign_request(requester)
+    issues: list[str] = []
+    try:
+        plan, _ = plan_order(data, req, as_of=today(), washout_days=_washout(), data_problems=problems)
+        assessment, steps = plan.assessment, plan.steps
+    except (InputError, WriteRefused) as err:
+        issues = getattr(err, "problems", None) or [err.user_message]
+        assessment = assess_data(data, as_of=today(), washout_days=_washout(), start=req.titration.start,
+                                 reasons=req.reasons or None, data_problems=problems)
+        steps = ()
+    start = req.titration.start
+    low, high = REVIEW_WINDOW_DAYS
+    texts = [(s, describe_step(s, start)) for s in steps]
+    return Preview(assessment, texts, start + timedelta(days=low), start + timedelta(days=high), issues,
+                   bool(steps) and not issues)
+
+
+@bp.post("/preview")
+def preview():
+    ctx = smart_context()
+    check_csrf()
+    data, problems = _load(ctx)
+    form = OrderForm.from_request()
+    try:
+        shown = make_preview(data, problems, form, ctx.fhir_user)
+    except InputError as err:
+        return render_review(ctx, data, problems, form=form, errors=err.problems, status=400)
+    return render_review(ctx, data, problems, form=form, preview=shown)
+
+
+def _lock_for(key: str) -> threading.Lock:
+    with _locks_guard:
+        return _order_locks.setdefault(key, threading.Lock())
+
+
+@bp.post("/sign")
+def sign():
+    ctx = smart_context()
+    check_csrf()
+    form = OrderForm.from_request()
+    data, problems = _load(ctx)
+    if ctx.missing_write:
+        return render_review(ctx, data, problems, form=form, status=403, errors=[
+            "Signing is disabled: the EHR did not grant write access to " + ", ".join(ctx.missing_write) + "."])
+    try:
+        plan, bundle = plan_order(data, form.sign_request(ctx.fhir_user), as_of=today(),
+                                  washout_days=_washout(), data_problems=problems)
+    except (InputError, WriteRefused) as err:
+        return render_review(ctx, data, problems, form=form, errors=getattr(err, "problems", [err.user_message]),
+                             status=err.status)
+    key = order_key(plan)
+    with _lock_for(key):  # a double click waits here, then finds the first click's result
+        done = session.get(ORDERS, {}).get(key)
+        if done is None:
+            try:
+                result = place_order(gateway(ctx), bundle)
+            except FhirServerError as err:
+                session[WROTE] = True
+                return render_review(ctx, data, problems, form=form, status=err.status, errors=[
+                    err.user_message, *err.diagnostics])
+            session[WROTE] = True
+            session[ORDERS] = {**session.get(ORDERS, {}), key: _order_summary(plan, result, data)}
+    return redirect(url_for("web.done", key=key), code=303)
+
+
+def _order_summary(plan, result, data) -> dict:
+    low, high = REVIEW_WINDOW_DAYS
+    start = plan.titration.start
+    return {"refs": result.refs, "patient": plan.patient, "patient_name": patient_name(data.patient or {}),
+            "start": start.isoformat(), "decision": plan.assessment.decision.value,
+            "steps": [{"sequence": s.sequence, "dose": s.dose_mg, "start": s.start.isoformat(),
+                       "end": s.end.isoformat() if s.end else None, "text": describe_step(s, start)}
+                      for s in plan.steps],
+            "review_from": (start + timedelta(days=low)).isoformat(),
+            "review_to": (start + timedelta(days=high)).isoformat(),
+            "supply_days": plan.titration.supply_days}
+
+
+@bp.get("/done/<key>")
+def done(key: str):
+    smart_context()
+    order = session.get(ORDERS, {}).get(key)
+    if order is None:
+        raise InputError("No order with that reference in this session.")
+    return render_template("done.html", order=order)
+
+
+@bp.get("/api/assessment")
+def api_assessment():
+    ctx = smart_context()
+    data, problems = _load(ctx)
+    return jsonify(assessment_to_json(assess_data(data, as_of=today(), washout_days=_washout(),
+                                                  data_problems=problems)))
+
+
+def patient_name(patient: dict) -> str:
+    for name in patient.get("name") or []:
+        if name.get("text"):
+            return name["text"]
+        given = " ".join(name.get("given") or [])
+        return f"{given} {name.get('family', '')}".strip()
+    return "(name not recorded)"
+
+
+bp.add_app_template_global(patient_name, "patient_name")
