@@ -111,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(sub) -> None:
     """Commands whose modules live elsewhere (validator, web app, sandbox)."""
-    from . import cli_extra
+    from . import cli_extra, serve
 
+    serve.add_commands(sub)
     cli_extra.register(sub)
 
 
