@@ -33,12 +33,16 @@ _UUID_NS = uuid.UUID("6f1c2a52-3d0e-4b8e-9a57-2f6f0b1d5c11")
 
 def order_key(plan: OrderPlan) -> str:
     """Deterministic id of one decision: same patient, schedule, reasons, supply -> same key."""
+    return decision_key(plan.patient, plan.steps, plan.titration, plan.reasons)
+
+
+def decision_key(patient: str, steps, titration, reasons) -> str:
     basis = {
-        "patient": plan.patient,
-        "steps": [(s.sequence, s.dose_mg, s.start.isoformat()) for s in plan.steps],
-        "interval": plan.titration.interval_days,
-        "supply": plan.titration.supply_days,
-        "reasons": sorted(plan.reasons),
+        "patient": patient,
+        "steps": [(s.sequence, s.dose_mg, s.start.isoformat()) for s in steps],
+        "interval": titration.interval_days,
+        "supply": titration.supply_days,
+        "reasons": sorted(reasons),
     }
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -10,9 +10,9 @@ from datetime import date, timedelta
 from flask import Blueprint, current_app, jsonify, redirect, render_template, request, session, url_for
 
 from ..clinical.model import Assessment, Decision, TitrationRequest
-from ..clinical.titration import describe_step
+from ..clinical.titration import build_schedule, describe_step
 from ..errors import AppError, FhirServerError, InputError, SessionExpired, WriteRefused
-from ..fhir.build import REVIEW_WINDOW_DAYS, order_key
+from ..fhir.build import REVIEW_WINDOW_DAYS, decision_key, order_key
 from ..fhir.gateway import FhirGateway
 from ..fhir.parse import PatientData
 from ..services import SignRequest, assess_data, assessment_to_json, place_order, plan_order, read_patient
@@ -22,8 +22,7 @@ from ..smart.blueprint import http
 bp = Blueprint("web", __name__)
 ORDERS = "ldn_orders"  # session key: order key -> what was written (for the confirmation page)
 WROTE = "ldn_wrote"  # session key: a write happened; later reads bypass server caches
-_order_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
+_ORDER_LOCKS = tuple(threading.Lock() for _ in range(64))  # striped: bounded memory, per-decision exclusion
 
 
 class CsrfError(AppError):
@@ -208,8 +207,7 @@ def preview():
 
 
 def _lock_for(key: str) -> threading.Lock:
-    with _locks_guard:
-        return _order_locks.setdefault(key, threading.Lock())
+    return _ORDER_LOCKS[int(key[:8], 16) % len(_ORDER_LOCKS)]
 
 
 @bp.post("/sign")
@@ -222,8 +220,11 @@ def sign():
         return render_review(ctx, data, problems, form=form, status=403, errors=[
             "Signing is disabled: the EHR did not grant write access to " + ", ".join(ctx.missing_write) + "."])
     try:
-        plan, bundle = plan_order(data, form.sign_request(ctx.fhir_user), as_of=today(),
-                                  washout_days=_washout(), data_problems=problems)
+        req = form.sign_request(ctx.fhir_user)
+        earlier = _already_signed(ctx.patient, req)
+        if earlier:  # a resubmit after success: the order now in the chart would read as a duplicate
+            return redirect(url_for("web.done", key=earlier), code=303)
+        plan, bundle = plan_order(data, req, as_of=today(), washout_days=_washout(), data_problems=problems)
     except (InputError, WriteRefused) as err:
         return render_review(ctx, data, problems, form=form, errors=getattr(err, "problems", [err.user_message]),
                              status=err.status)
@@ -240,6 +241,18 @@ def sign():
             session[WROTE] = True
             session[ORDERS] = {**session.get(ORDERS, {}), key: _order_summary(plan, result, data)}
     return redirect(url_for("web.done", key=key), code=303)
+
+
+def _already_signed(patient: str, req: SignRequest) -> str | None:
+    """The key of this exact signed decision if this session already wrote it."""
+    if not req.reasons:
+        return None
+    try:
+        steps = build_schedule(req.titration)
+    except ValueError:
+        return None
+    key = decision_key(patient, steps, req.titration, req.reasons)
+    return key if key in session.get(ORDERS, {}) else None
 
 
 def _order_summary(plan, result, data) -> dict:
