@@ -142,3 +142,23 @@ def test_unknown_issuer_gets_a_clear_page(sandbox):
     response = requests.get(f"{sandbox.app_url}/launch", params={"iss": "https://evil.example/fhir", "launch": "x"},
                             timeout=30, allow_redirects=False)
     assert response.status_code == 400 and "Traceback" not in response.text
+
+
+@pytest.fixture(scope="module")
+def readonly_sandbox():
+    from smart_app.sandbox.demo import start_sandbox
+
+    running = start_sandbox(app_config={"CLIENT_ID": "ldn-app-readonly"})
+    yield running
+    running.stop()
+
+
+def test_without_write_scopes_the_assessment_is_shown_and_signing_is_disabled_with_the_reason(readonly_sandbox):
+    browser, page = launch(readonly_sandbox, "ldn-fibromyalgia")
+    assert decision(page.text) == "eligible"
+    assert 'id="signing-disabled"' in page.text and "MedicationRequest" in page.text
+    previewed = preview(browser, readonly_sandbox, page)
+    assert 'id="sign-button"' not in previewed.text
+    forged = browser.post(f"{readonly_sandbox.app_url}/sign", data=form_fields(page.text, "plan-form"), timeout=30)
+    assert forged.status_code == 403
+    assert our_orders(readonly_sandbox, "MedicationRequest", "ldn-fibromyalgia") == []

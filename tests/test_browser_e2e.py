@@ -99,6 +99,7 @@ def preview(driver) -> None:
 def screenshot(driver, name: str) -> str:
     path = os.path.join(SCREENSHOT_DIR, f"ldn-e2e-{name}.png")
     # full page: size the window to the document so the shot is not cut at the fold
+    driver.set_window_size(1280, 800)
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(1280, max(800, min(int(height) + 150, 6000)))
     driver.save_screenshot(path)
@@ -146,9 +147,10 @@ def test_launch_preview_sign_writes_the_order(driver, own_sandbox):
     refs = {t: text_of(driver, f"#ref-{t}") for t in ("MedicationRequest", "CarePlan", "Provenance")}
     for rtype, ref in refs.items():
         assert ref.startswith(f"{rtype}/") and len(ref) > len(rtype) + 1, refs
-    calendar = driver.find_elements(By.CSS_SELECTOR, "#calendar tbody tr")
-    assert [r.find_elements(By.TAG_NAME, "td")[3].text for r in calendar] == ["1.5 mg", "3.0 mg", "4.5 mg"] \
-        or [r.find_elements(By.TAG_NAME, "td")[3].text for r in calendar] == ["1.5 mg", "3 mg", "4.5 mg"]
+    calendar = [r.find_elements(By.TAG_NAME, "td")[3].text for r in
+                driver.find_elements(By.CSS_SELECTOR, "#calendar tbody tr")]
+    assert all(c.endswith(" mg") for c in calendar), calendar
+    assert [float(c.removesuffix(" mg")) for c in calendar] == [1.5, 3.0, 4.5], calendar
     screenshot(driver, "done")
 
     # straight to sekmet (no proxy, no token): what did the app write?
@@ -180,6 +182,7 @@ def test_contraindicated_patient_cannot_sign(driver, own_sandbox):
     assert text_of(driver, "#preview-decision") == "contraindicated"
     assert not driver.find_elements(By.ID, "sign-form")
     assert not driver.find_elements(By.ID, "sign-button")
+    screenshot(driver, "contraindicated-preview")
 
 
 def test_washout_defaults_start_to_earliest_safe_date(driver, own_sandbox):
@@ -191,6 +194,7 @@ def test_washout_defaults_start_to_earliest_safe_date(driver, own_sandbox):
     preview(driver)
     assert text_of(driver, "#preview-decision") != "contraindicated"
     assert wait_for(driver, "#start").get_attribute("value") == earliest
+    screenshot(driver, "washout-preview")
 
 
 def test_no_token_reaches_the_browser(driver, own_sandbox):
