@@ -44,7 +44,8 @@ def _read_json(path: str):
 def cmd_validate(args) -> int:
     from .fhir.validate import resolver_for, validate
 
-    documents = {path: _read_json(path) for path in args.files}  # all unreadable files fail before any output
+    # read every file first: an unreadable one exits 2 before anything is printed
+    documents = {path: _read_json(path) for path in args.files}
     resolver = resolver_for(*(_read_json(path) for path in args.resolve))
     invalid = False
     for path, document in documents.items():

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import copy
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 PATIENT = "ldn-fibromyalgia"
 START = date(2026, 1, 20)
-RECORDED = datetime(2026, 1, 15, 9, 30, tzinfo=timezone.utc)
+RECORDED = datetime(2026, 1, 15, 9, 30, tzinfo=UTC)
 REQUESTER = "Practitioner/example-prescriber"
 EXAMPLE_ID = "ldn-example"
 HERE = Path(__file__).resolve().parent

@@ -75,7 +75,7 @@ class _PRIMITIVE:
 
 
 def element_exists(resource_type: str, dotted_path: str) -> bool:
-    """Does this ElementDefinition path (e.g. `MedicationRequest.dosageInstruction.doseAndRate.dose[x].value`) exist in R4?"""
+    """Does this ElementDefinition path exist in R4? e.g. `MedicationRequest.dosageInstruction.doseAndRate.dose[x]`."""
     head, *names = dotted_path.split(".")
     models = [_model(resource_type)] if head == resource_type else []
     for name in names:

@@ -270,11 +270,11 @@ def _order_summary(plan, result, data) -> dict:
 
 @bp.get("/done/<key>")
 def done(key: str):
-    smart_context()
+    ctx = smart_context()
     order = session.get(ORDERS, {}).get(key)
-    if order is None:
+    if order is None or order["patient"] != ctx.patient:  # never show another launch's patient
         raise InputError("No order with that reference in this session.")
-    return render_template("done.html", order=order)
+    return render_template("done.html", order=order, ctx=ctx)
 
 
 @bp.get("/api/assessment")
