@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
-.venv/bin/python -m pip install -q -e '.[demo]'
+.venv/bin/python -m pip install -q -e '.[demo]' 2> >(grep -v 'is ignored: it is neither' >&2)
 exec .venv/bin/ldn-app demo "$@"

@@ -16,6 +16,6 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test]' 2> >(grep -v 'is ignored: it is neither' >&2)
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -23,16 +23,20 @@ def _date(value: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from exc
 
 
-def read_bundle_file(path: str) -> dict[str, PatientData]:
+def read_json_file(path: str):
+    """A JSON document from a file; UnreadableInput naming the file and the problem."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UnreadableInput(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     try:
-        bundle = json.loads(text)
+        return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UnreadableInput(f"{path}: not JSON ({exc})") from exc
-    return patients_from_bundle(bundle, source=path)
+
+
+def read_bundle_file(path: str) -> dict[str, PatientData]:
+    return patients_from_bundle(read_json_file(path), source=path)
 
 
 def print_assessment(a: Assessment, out) -> None:

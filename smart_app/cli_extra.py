@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 EXIT_OK, EXIT_INVALID = 0, 1
 
 
@@ -26,16 +23,10 @@ def _add_validate(sub) -> None:
 
 
 def _read_json(path: str):
+    from .cli import read_json_file
     from .errors import UnreadableInput
 
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UnreadableInput(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    try:
-        document = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UnreadableInput(f"{path}: not JSON ({exc})") from exc
+    document = read_json_file(path)
     if not isinstance(document, dict) or not isinstance(document.get("resourceType"), str):
         raise UnreadableInput(f"{path}: not a FHIR resource (no resourceType)")
     return document

@@ -13,6 +13,16 @@ pytestmark = pytest.mark.live
 ORDER_SYSTEM = "https://fhir.ldn-app.org/identifier/ldn-order"
 
 
+@pytest.fixture(scope="module")
+def sandbox():
+    """Our own sandbox: these tests write orders, which other modules' shared sandbox must not see."""
+    from smart_app.sandbox.demo import start_sandbox
+
+    running = start_sandbox()
+    yield running
+    running.stop()
+
+
 def launch(sandbox, patient: str) -> tuple[requests.Session, requests.Response]:
     """EHR launch from the sandbox launch page, following every redirect to the review page."""
     browser = requests.Session()

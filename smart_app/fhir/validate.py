@@ -106,7 +106,8 @@ def _in_valueset(concept, url: str) -> bool:
                    .get("include", []) for c in inc.get("concept", []))
     if not isinstance(concept, dict):
         return False
-    codings = concept.get("coding", [concept]) if "coding" in concept else [concept]
+    codings = concept.get("coding") if "coding" in concept else [concept]
+    codings = codings if isinstance(codings, list) else []
     if any(m.valueset in ids for c in codings if isinstance(c, dict)
            for m in term.code_matches(c.get("system"), c.get("code"))):
         return True
