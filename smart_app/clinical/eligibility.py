@@ -42,6 +42,15 @@ NOT_COUNTED_CLINICAL = {"inactive", "remission", "resolved"}
 
 
 def condition_categories(dx: Diagnosis, terminology: Terminology) -> tuple[str, ...]:
+    """The rule roles of a diagnosis (memoized per distinct coding + text)."""
+    key = ("condition", dx.codings, dx.text)
+    found = terminology.memo.get(key)
+    if found is None:
+        found = terminology.memo[key] = _condition_categories(dx, terminology)
+    return found
+
+
+def _condition_categories(dx: Diagnosis, terminology: Terminology) -> tuple[str, ...]:
     found: dict[str, None] = {}
     for c in dx.codings:
         for m in terminology.code_matches(c.system, c.code):

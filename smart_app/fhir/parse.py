@@ -50,6 +50,10 @@ class _Dates:
             if not isinstance(value, dict):
                 return None
             value = value.get(key)
+        return self.day(value, path, end)
+
+    def day(self, value, path: tuple[str, ...], end: bool = False):
+        """One already-fetched date value (the hot path for large records)."""
         if value is None:
             return None
         try:
@@ -89,10 +93,12 @@ def duration_days(q: object) -> float | None:
 def medication_dates(rtype: str, r: dict) -> RecordDates:
     d = _Dates(r)
     if rtype == "MedicationStatement":
-        point = d.get("effectiveDateTime")
-        start = d.get("effectivePeriod", "start") or point
-        end = d.get("effectivePeriod", "end", end=True) or point
-        return RecordDates(start, end, d.get("dateAsserted"), None, d.problem)
+        point = d.day(r.get("effectiveDateTime"), ("effectiveDateTime",))
+        period = r.get("effectivePeriod")
+        period = period if isinstance(period, dict) else {}
+        start = d.day(period.get("start"), ("effectivePeriod", "start")) or point
+        end = d.day(period.get("end"), ("effectivePeriod", "end"), end=True) or point
+        return RecordDates(start, end, d.day(r.get("dateAsserted"), ("dateAsserted",)), None, d.problem)
     if rtype == "MedicationRequest":
         start = d.get("authoredOn") or d.get("dispenseRequest", "validityPeriod", "start")
         ends = [d.get("dispenseRequest", "validityPeriod", "end", end=True)]
