@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+import requests
+import responses
 
 
 def app_importable() -> bool:
@@ -32,3 +34,15 @@ def sandbox():
     running = start_sandbox(with_app=app_importable())
     yield running
     running.stop()
+
+
+@pytest.fixture
+def rsps():
+    """Recorded HTTP: a registered request that is never made fails the test."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
+
+
+@pytest.fixture
+def http():
+    return requests.Session()

@@ -9,7 +9,6 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-import responses
 from responses import matchers
 
 from smart_app.errors import FhirAuthError, FhirServerError, FhirUnavailable
@@ -18,12 +17,6 @@ from smart_app.fhir.gateway import FhirGateway
 BASE = "https://fhir.example.org/r4"
 TOKEN = "at-SECRET-42"
 FHIR_JSON = "application/fhir+json"
-
-
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
-        yield mock
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import requests
-import responses
 
 from smart_app.errors import LaunchError
 from smart_app.smart.discovery import SmartConfiguration, discover, is_loopback_host
@@ -14,17 +13,6 @@ WELL_KNOWN = f"{ISS}/.well-known/smart-configuration"
 METADATA = f"{ISS}/metadata"
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 TIMEOUT = (3.0, 7.0)
-
-
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
-        yield mock
-
-
-@pytest.fixture
-def http():
-    return requests.Session()
 
 
 def well_known(**overrides):

@@ -10,8 +10,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
-import requests
-import responses
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import Flask
@@ -51,17 +49,6 @@ def idp_key():
 def config():
     return {**DEFAULTS, "ALLOWED_ISSUERS": f"{ISS}, https://other.example.org/r4", "PUBLIC_BASE_URL": APP,
             "CLIENT_ID": CLIENT_ID}
-
-
-@pytest.fixture
-def rsps():
-    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
-        yield mock
-
-
-@pytest.fixture
-def http():
-    return requests.Session()
 
 
 def smart_configuration(capabilities=("launch-ehr", "permission-v2", "sso-openid-connect"), **overrides):
