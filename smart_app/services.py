@@ -9,6 +9,7 @@ from datetime import date, datetime
 
 from .clinical.eligibility import assess
 from .clinical.model import Assessment, Decision, OrderPlan, TitrationRequest
+from .clinical.opioids import WASHOUT_DEFAULT
 from .clinical.terminology import Terminology, default_terminology
 from .clinical.titration import build_schedule
 from .errors import AppError, FhirServerError, InputError, WriteRefused
@@ -18,7 +19,7 @@ from .fhir.parse import PatientData, patient_data
 log = logging.getLogger(__name__)
 
 
-def assess_data(data: PatientData, *, as_of: date, washout_days: int = 10, start: date | None = None,
+def assess_data(data: PatientData, *, as_of: date, washout_days: int = WASHOUT_DEFAULT, start: date | None = None,
                 reasons: tuple[str, ...] | None = None, data_problems: tuple[str, ...] = (),
                 terminology: Terminology | None = None) -> Assessment:
     return assess(data.patient_id, data.medications, data.conditions, as_of=as_of,
@@ -38,7 +39,7 @@ def read_patient(gateway, patient_id: str) -> tuple[PatientData, tuple[str, ...]
     return patient_data(patient_id, record.patient, resources, record.medications), ()
 
 
-def assess_patient(gateway, patient_id: str, *, as_of: date, washout_days: int = 10,
+def assess_patient(gateway, patient_id: str, *, as_of: date, washout_days: int = WASHOUT_DEFAULT,
                    start: date | None = None, reasons: tuple[str, ...] | None = None):
     data, problems = read_patient(gateway, patient_id)
     return assess_data(data, as_of=as_of, washout_days=washout_days, start=start, reasons=reasons,
@@ -54,7 +55,7 @@ class SignRequest:
     attestation: str | None = None
 
 
-def plan_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days: int = 10,
+def plan_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days: int = WASHOUT_DEFAULT,
                recorded: datetime | None = None, data_problems: tuple[str, ...] = ()) -> tuple[OrderPlan, dict]:
     """Check a clinician's signed choices against the rules; return the plan and its transaction Bundle."""
     try:

@@ -25,7 +25,7 @@ from .model import (
     MedicationSummary,
     Severity,
 )
-from .opioids import classify, earliest_start, medication_findings, validate_washout
+from .opioids import WASHOUT_DEFAULT, classify, earliest_start, medication_findings, validate_washout
 from .terminology import Terminology
 
 CONDITION_VALUESETS = {
@@ -206,7 +206,7 @@ def assess(
     *,
     as_of: date,
     terminology: Terminology,
-    washout_days: int = 10,
+    washout_days: int = WASHOUT_DEFAULT,
     start: date | None = None,
     reasons: Sequence[str] | None = None,
     data_problems: Sequence[str] = (),

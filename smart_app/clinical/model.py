@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
@@ -205,4 +205,3 @@ class OrderPlan:
     authored_on: date
     override_reason: str | None = None  # required for not-recommended
     attestation: str | None = None  # required for cannot-determine
-    extra: dict = field(default_factory=dict, compare=False, hash=False)

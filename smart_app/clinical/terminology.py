@@ -118,10 +118,6 @@ class Terminology:
             cached = self._name_cache[text] = tuple(found)
         return cached
 
-    def members(self, valueset_id: str) -> frozenset[tuple[str, str]]:
-        """(system, code) pairs listed in one ValueSet."""
-        return frozenset(k for k, hits in self._codes.items() if any(vs == valueset_id for vs, _ in hits))
-
 
 def _match_terms(concept: dict) -> list[str]:
     out = []

@@ -29,7 +29,6 @@ class PatientData:
     patient: dict | None = None
     medications: list[MedicationExposure] = field(default_factory=list)
     conditions: list[Diagnosis] = field(default_factory=list)
-    raw: dict[str, dict] = field(default_factory=dict)  # "Type/id" -> resource (for display/links)
 
 
 @lru_cache(maxsize=4096)
@@ -198,11 +197,8 @@ def patient_ref_of(r: dict) -> str | None:
 def patient_data(patient_id: str, patient: dict | None, resources: Iterable[dict],
                  medications: dict[str, dict]) -> PatientData:
     data = PatientData(patient_id, patient)
-    if patient:
-        data.raw[f"Patient/{patient_id}"] = patient
     for r in resources:
         rtype = r.get("resourceType")
-        data.raw[f"{rtype}/{r.get('id', '?')}"] = r
         if rtype in MEDICATION_TYPES:
             data.medications.append(exposure_from(r, medications))
         elif rtype == "Condition":

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 from flask import Blueprint, current_app, jsonify, redirect, render_template, request, session, url_for
 
-from ..clinical.model import Assessment, Decision, TitrationRequest
+from ..clinical.model import Assessment, TitrationRequest
 from ..clinical.titration import build_schedule, describe_step
 from ..errors import AppError, FhirServerError, InputError, SessionExpired, WriteRefused
 from ..fhir.build import REVIEW_WINDOW_DAYS, decision_key, order_key
@@ -153,8 +153,7 @@ def render_review(ctx, data, problems, *, form: OrderForm | None = None, preview
     form = form or default_form(current)
     page = render_template(
         "review.html", ctx=ctx, patient=data.patient or {}, assessment=current, form=form, preview=preview,
-        errors=list(errors), can_write=not ctx.missing_write, Decision=Decision,
-        conditions=[c for c in current.conditions], today=today())
+        errors=list(errors), can_write=not ctx.missing_write, today=today())
     return page, status
 
 
