@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -12,7 +13,7 @@ from .clinical.model import Assessment, Decision, OrderPlan, TitrationRequest
 from .clinical.opioids import WASHOUT_DEFAULT
 from .clinical.terminology import Terminology, default_terminology
 from .clinical.titration import build_schedule
-from .errors import AppError, FhirServerError, InputError, WriteRefused
+from .errors import AppError, FhirAuthError, FhirServerError, InputError, WriteRefused
 from .fhir.build import transaction_bundle
 from .fhir.parse import PatientData, patient_data
 
@@ -27,21 +28,36 @@ def assess_data(data: PatientData, *, as_of: date, washout_days: int = WASHOUT_D
                   reasons=reasons, data_problems=data_problems)
 
 
-def read_patient(gateway, patient_id: str) -> tuple[PatientData, tuple[str, ...]]:
-    """Everything the rules need from the EHR; a read failure is returned as a data problem."""
+def unreadable_type_problems(types: Iterable[str]) -> tuple[str, ...]:
+    """A data problem per record type the token cannot read in full (R2: never 'eligible' unseen)."""
+    return tuple(f"{t}: the EHR did not grant this app a read of every {t} record (not granted, or only "
+                 "with a filter), so some may be hidden" for t in types)
+
+
+def read_patient(gateway, patient_id: str, *, unreadable_types: Iterable[str] = ()
+                 ) -> tuple[PatientData, tuple[str, ...]]:
+    """Everything the rules need from the EHR; a read failure or a partial grant is a data problem."""
+    granted = unreadable_type_problems(unreadable_types)
     try:
         record = gateway.read_patient_record(patient_id)
     except FhirServerError as exc:
         log.warning("patient record read failed for Patient/%s: %s", patient_id, type(exc).__name__)
-        detail = "; ".join(exc.diagnostics) if exc.diagnostics else exc.user_message
-        return PatientData(patient_id), (detail,)
+        return PatientData(patient_id), (*granted, _read_problem(exc))
     resources = [r for rs in record.resources.values() for r in rs]
-    return patient_data(patient_id, record.patient, resources, record.medications), ()
+    return patient_data(patient_id, record.patient, resources, record.medications), granted
+
+
+def _read_problem(exc: FhirServerError) -> str:
+    """Plain words for a failed read; a refusal (401/403) names the read, hence the record type."""
+    if isinstance(exc, FhirAuthError):
+        return f"the EHR refused a read ({exc.detail})"
+    return "; ".join(exc.diagnostics) if exc.diagnostics else exc.user_message
 
 
 def assess_patient(gateway, patient_id: str, *, as_of: date, washout_days: int = WASHOUT_DEFAULT,
-                   start: date | None = None, reasons: tuple[str, ...] | None = None):
-    data, problems = read_patient(gateway, patient_id)
+                   start: date | None = None, reasons: tuple[str, ...] | None = None,
+                   unreadable_types: Iterable[str] = ()):
+    data, problems = read_patient(gateway, patient_id, unreadable_types=unreadable_types)
     return assess_data(data, as_of=as_of, washout_days=washout_days, start=start, reasons=reasons,
                        data_problems=problems), data
 

@@ -39,6 +39,7 @@ from smart_app.smart.scopes import (
     STANDALONE_LAUNCH,
     Permissions,
     granted_permissions,
+    missing_read,
     missing_write,
     requested_scopes,
 )
@@ -66,6 +67,7 @@ class SmartContext:
     scope: str
     permissions: Permissions
     missing_write: tuple[str, ...]
+    missing_read: tuple[str, ...]  # types the grant does not let us read in full (filters included)
     need_patient_banner: bool
     launch_mode: str
     expires_at: float
@@ -76,7 +78,7 @@ class SmartContext:
         return cls(
             iss=stored["iss"], patient=stored["patient"], encounter=stored.get("encounter"),
             fhir_user=stored.get("fhir_user"), scope=stored["scope"], permissions=permissions,
-            missing_write=tuple(missing_write(permissions)),
+            missing_write=tuple(missing_write(permissions)), missing_read=tuple(missing_read(permissions)),
             need_patient_banner=bool(stored.get("need_patient_banner", True)),
             launch_mode=stored["launch_mode"], expires_at=float(stored["expires_at"]),
         )

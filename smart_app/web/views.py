@@ -141,7 +141,7 @@ def default_form(assessment: Assessment) -> OrderForm:
 # --- pages -----------------------------------------------------------------------------------
 
 def _load(ctx) -> tuple[PatientData, tuple[str, ...]]:
-    return read_patient(gateway(ctx), ctx.patient)
+    return read_patient(gateway(ctx), ctx.patient, unreadable_types=ctx.missing_read)
 
 
 def _washout() -> int:
