@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from .clinical.terminology import Terminology, default_terminology
 from .clinical.titration import build_schedule
 from .errors import AppError, FhirAuthError, FhirServerError, InputError, WriteRefused
 from .fhir.build import transaction_bundle
+from .fhir.contract import parse_reference, rewrite_references
 from .fhir.parse import PatientData, patient_data
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def plan_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days
     problems = []
     if req.titration.start < as_of:
         problems.append(f"The start date {req.titration.start} is in the past.")
-    known = {f"Condition/{c.resource.split('/', 1)[1]}" for c in data.conditions}
+    known = {c.resource for c in data.conditions}
     unknown = [r for r in req.reasons if r not in known]
     if unknown:
         problems.append(f"Reason(s) not on this patient's problem list: {', '.join(unknown)}.")
@@ -156,10 +156,8 @@ class WriteResult:
 
 
 def _ref_from_location(location: str | None) -> str | None:
-    parts = [p for p in (location or "").split("/") if p]
-    if "_history" in parts:
-        parts = parts[: parts.index("_history")]
-    return "/".join(parts[-2:]) if len(parts) >= 2 else None
+    ref = parse_reference(location)
+    return ref.local if ref else None
 
 
 def place_order(gateway, bundle: dict) -> WriteResult:
@@ -184,23 +182,21 @@ def _place_sequentially(gateway, bundle: dict) -> WriteResult:
     urns: dict[str, str] = {}
     try:
         for entry in bundle["entry"]:
-            text = json.dumps(entry["resource"])
-            for urn, ref in urns.items():
-                text = text.replace(f'"{urn}"', f'"{ref}"')
-            stored = gateway.create(json.loads(text), if_none_exist=entry["request"].get("ifNoneExist"))
+            resource = rewrite_references(entry["resource"], urns)
+            stored = gateway.create(resource, if_none_exist=entry["request"].get("ifNoneExist"))
             ref = f"{stored['resourceType']}/{stored['id']}"
             urns[entry["fullUrl"]] = ref
             created.append(ref)
     except AppError:
         _undo(gateway, created)
         raise
-    return WriteResult({ref.split("/")[0]: ref for ref in created})
+    return WriteResult({parse_reference(ref).resource_type: ref for ref in created})
 
 
 def _undo(gateway, created: list[str]) -> None:
     for ref in reversed(created):
         try:
-            if ref.split("/")[0] in ("MedicationRequest", "CarePlan"):
+            if parse_reference(ref).resource_type in ("MedicationRequest", "CarePlan"):
                 gateway.mark_entered_in_error(ref)
             else:
                 gateway.delete(ref)

@@ -26,13 +26,12 @@ import requests
 
 from smart_app.errors import FhirAuthError, FhirServerError, FhirUnavailable
 
+from .contract import ENTERED_IN_ERROR_TYPES, MEDICATION_USE_TYPES, SEARCHED_TYPES, parse_reference
+
 logger = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
-MEDICATION_USE_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationDispense")
-SEARCHED_TYPES = (*MEDICATION_USE_TYPES, "Condition")
-ENTERED_IN_ERROR_TYPES = frozenset({"MedicationRequest", "CarePlan"})
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -188,16 +187,12 @@ class FhirGateway:
 
     def _local_reference(self, reference: str, expected_type: str) -> str:
         """ "Type/id" for a relative or same-server absolute reference (history suffix dropped)."""
-        path = reference
-        if "://" in reference:
-            parts = urlsplit(reference)
-            if not self._is_same_server(parts):
-                raise FhirServerError("a reference points outside the FHIR server", user_message=INCOMPLETE)
-            path = parts.path[len(self._base.path):]
-        segments = path.strip("/").split("/")
-        if len(segments) < 2 or segments[0] != expected_type or not _FHIR_ID.match(segments[1]):
+        ref = parse_reference(reference)
+        if ref is None or ref.resource_type != expected_type:
             raise FhirServerError(f"unusable {expected_type} reference", user_message=INCOMPLETE)
-        return f"{expected_type}/{segments[1]}"
+        if ref.base and not self._is_same_server(urlsplit(ref.base)):
+            raise FhirServerError("a reference points outside the FHIR server", user_message=INCOMPLETE)
+        return ref.local
 
     def _read(self, resource_type: str, resource_id: str, token: str | None) -> dict:
         _check_type(resource_type)
@@ -264,10 +259,9 @@ class FhirGateway:
         body = self._json(response, what) if response.content else {}
         if body.get("resourceType") == resource_type:
             return body
-        location = response.headers.get("Location") or response.headers.get("Content-Location") or ""
-        segments = urlsplit(location).path.split("/")
-        if resource_type in segments and segments.index(resource_type) + 1 < len(segments):
-            return {"resourceType": resource_type, "id": segments[segments.index(resource_type) + 1]}
+        ref = parse_reference(response.headers.get("Location") or response.headers.get("Content-Location"))
+        if ref is not None and ref.resource_type == resource_type:
+            return {"resourceType": resource_type, "id": ref.id}
         raise FhirServerError(f"{what}: the server returned neither the resource nor its Location")
 
     def delete(self, ref: str) -> None:
@@ -387,10 +381,10 @@ def _check_type(resource_type: str) -> None:
 
 
 def _split_reference(ref: str) -> tuple[str, str]:
-    parts = (ref or "").strip("/").split("/")
-    if len(parts) != 2 or not _RESOURCE_TYPE.match(parts[0]) or not _FHIR_ID.match(parts[1]):
+    parsed = parse_reference(ref)
+    if parsed is None or parsed.kind != "relative":
         raise ValueError(f"expected a relative reference Type/id, got {ref!r}")
-    return parts[0], parts[1]
+    return parsed.resource_type, parsed.id
 
 
 def _collect(bundle: dict, resource_type: str, result: SearchResult) -> None:

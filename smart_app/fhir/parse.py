@@ -12,9 +12,8 @@ from functools import lru_cache
 from ..clinical.exposure import RecordDates, interpret, parse_fhir_date
 from ..clinical.model import Coding, Diagnosis, MedicationExposure
 from ..errors import UnreadableInput
+from .contract import MEDICATION_USE_TYPES, SEARCHED_TYPES, index_keys, parse_reference, resolve
 
-MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationDispense")
-CLINICAL_TYPES = (*MEDICATION_TYPES, "Condition")
 BUNDLE_TYPES = {"searchset", "collection", "transaction", "batch", "transaction-response", "batch-response",
                 "document", "message", "history"}
 DAYS_PER_UNIT = {"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7, "mo": 30, "month": 30,
@@ -136,15 +135,7 @@ def _medication_concepts(r: dict, medications: dict[str, dict]) -> tuple[list[di
 
 
 def resolve_medication(target: str, r: dict, medications: dict[str, dict]) -> dict | None:
-    if target.startswith("#"):
-        for c in r.get("contained") or ():
-            if isinstance(c, dict) and c.get("id") == target[1:]:
-                return c
-        return None
-    if target in medications:
-        return medications[target]
-    tail = "/".join(target.rstrip("/").split("/")[-2:])
-    return medications.get(tail)
+    return resolve(parse_reference(target), medications, container=r)
 
 
 def exposure_from(r: dict, medications: dict[str, dict]) -> MedicationExposure:
@@ -199,7 +190,7 @@ def patient_data(patient_id: str, patient: dict | None, resources: Iterable[dict
     data = PatientData(patient_id, patient)
     for r in resources:
         rtype = r.get("resourceType")
-        if rtype in MEDICATION_TYPES:
+        if rtype in MEDICATION_USE_TYPES:
             data.medications.append(exposure_from(r, medications))
         elif rtype == "Condition":
             data.conditions.append(diagnosis_from(r))
@@ -213,7 +204,7 @@ def patients_from_bundle(bundle: object, source: str = "input") -> dict[str, Pat
     if bundle.get("type") not in BUNDLE_TYPES:
         raise UnreadableInput(f"{source}: unsupported Bundle type {bundle.get('type')!r}")
     patients: dict[str, dict] = {}
-    aliases: dict[str, str] = {}
+    aliases: dict[str, dict] = {}
     medications: dict[str, dict] = {}
     clinical: list[dict] = []
     for entry in bundle.get("entry") or ():
@@ -223,21 +214,16 @@ def patients_from_bundle(bundle: object, source: str = "input") -> dict[str, Pat
         rtype, rid, full = r.get("resourceType"), r.get("id"), entry.get("fullUrl")
         if rtype == "Patient" and rid:
             patients[rid] = r
-            for alias in (f"Patient/{rid}", full):
-                if alias:
-                    aliases[alias] = rid
+            aliases.update(dict.fromkeys(index_keys(r, full), r))
         elif rtype == "Medication":
-            for alias in (f"Medication/{rid}" if rid else None, full):
-                if alias:
-                    medications[alias] = r
-        elif rtype in CLINICAL_TYPES:
+            medications.update(dict.fromkeys(index_keys(r, full), r))
+        elif rtype in SEARCHED_TYPES:
             clinical.append(r)
     if not patients:
         raise UnreadableInput(f"{source}: the Bundle holds no Patient")
     grouped: dict[str, list[dict]] = {pid: [] for pid in patients}
     for r in clinical:
-        ref = patient_ref_of(r)
-        pid = aliases.get(ref) or aliases.get("/".join((ref or "").split("/")[-2:]))
-        if pid:
-            grouped[pid].append(r)
+        patient = resolve(parse_reference(patient_ref_of(r)), aliases)
+        if patient:
+            grouped[patient["id"]].append(r)
     return {pid: patient_data(pid, patients[pid], grouped[pid], medications) for pid in patients}

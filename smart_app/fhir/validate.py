@@ -37,6 +37,8 @@ from fhirpathpy.models import models as fhirpath_models
 
 from ..clinical.terminology import Terminology, load_valuesets
 from .build import ORDER_IDENTIFIER_SYSTEM
+from .contract import index_keys, reference_of
+from .contract import resolve as resolve_reference
 from .models import code_problems, r4_problems
 
 # FHIR R4 data type names: the suffixes a choice element `x[x]` takes in JSON (`doseQuantity`).
@@ -46,7 +48,6 @@ R4_TYPES = frozenset((
     "ContactPoint Count Distance Duration HumanName Identifier Money Period Quantity Range Ratio Reference "
     "SampledData Signature Timing ContactDetail Contributor DataRequirement Expression ParameterDefinition "
     "RelatedArtifact TriggerDefinition UsageContext Dosage Meta").split())
-_LOCAL_REFERENCE = re.compile(r"^(?:.*/)?([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/.*)?$")
 _FHIRPATH_MODEL = fhirpath_models["r4"]
 
 Resolver = Mapping[str, dict]
@@ -185,10 +186,10 @@ def _types(resource: dict, element: dict) -> list[Problem]:
     targets = {p.rsplit("/", 1)[1] for t in allowed if t["code"] == "Reference" for p in t.get("targetProfile", [])}
     if targets:
         for ipath, value in instances(resource, path):
-            ref = value.get("reference", "") if isinstance(value, dict) else ""
-            m = _LOCAL_REFERENCE.match(ref)
-            if m and m.group(1) not in targets:
-                out.append(Problem(ipath, f"refers to a {m.group(1)}, must be {' or '.join(sorted(targets))}", "type"))
+            ref = reference_of(value)
+            if ref and ref.resource_type and ref.resource_type not in targets:
+                out.append(Problem(ipath, f"refers to a {ref.resource_type}, must be {' or '.join(sorted(targets))}",
+                                   "type"))
     return out
 
 
@@ -278,8 +279,8 @@ def _refers_to_ldn_order(cp: dict, resolver: Resolver) -> bool:
             if target.get("resourceType") == "MedicationRequest" and is_ldn_order(target):
                 return True
             continue
-        text = ref.get("reference", "")
-        if text.startswith("urn:uuid:") or (_LOCAL_REFERENCE.match(text) or [None, None])[1] == "MedicationRequest":
+        parsed = reference_of(ref)
+        if parsed and (parsed.kind == "urn" or parsed.resource_type == "MedicationRequest"):
             return True
     return False
 
@@ -293,14 +294,8 @@ PYTHON_CHECKS: dict[str, Callable[[dict, Resolver], bool]] = {
 # --- references ----------------------------------------------------------------------------------------------
 
 def resolve(reference: dict, resolver: Resolver) -> dict | None:
-    """The resource a Reference points to, if the resolver holds it (exact, or by its trailing Type/id)."""
-    text = reference.get("reference") if isinstance(reference, dict) else None
-    if not text:
-        return None
-    if text in resolver:
-        return resolver[text]
-    m = _LOCAL_REFERENCE.match(text)
-    return resolver.get("/".join(text.split("/_history/")[0].split("/")[-2:])) if m else None
+    """The resource a Reference points to, if the resolver holds it (exact, or by its Type/id)."""
+    return resolve_reference(reference_of(reference), resolver)
 
 
 def resolver_for(*bundles: dict) -> dict[str, dict]:
@@ -311,10 +306,8 @@ def resolver_for(*bundles: dict) -> dict[str, dict]:
             res = entry.get("resource") if isinstance(entry, dict) else None
             if not isinstance(res, dict):
                 continue
-            if entry.get("fullUrl"):
-                out[entry["fullUrl"]] = res
-            if res.get("id") and res.get("resourceType"):
-                out[f"{res['resourceType']}/{res['id']}"] = res
+            for key in index_keys(res, entry.get("fullUrl")):
+                out[key] = res
     return out
 
 

@@ -1,0 +1,109 @@
+"""The FHIR contract module: types read/written match the CapabilityStatement; one reference parser for every form."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from smart_app.fhir.contract import (
+    ENTERED_IN_ERROR_TYPES,
+    READ_TYPES,
+    SEARCHED_TYPES,
+    WRITTEN_TYPES,
+    index_keys,
+    parse_reference,
+    resolve,
+    rewrite_references,
+)
+
+CAPABILITY = Path(__file__).resolve().parents[1] / "fhir_profiles" / "CapabilityStatement-ldn-app-client.json"
+
+
+def _interactions() -> dict[str, set[str]]:
+    statement = json.loads(CAPABILITY.read_text(encoding="utf-8"))
+    return {r["type"]: {i["code"] for i in r.get("interaction", [])}
+            for rest in statement["rest"] for r in rest["resource"]}
+
+
+def test_every_type_the_app_reads_is_declared_readable_in_the_capability_statement():
+    declared = {t for t, codes in _interactions().items() if codes & {"read", "search-type"}}
+    assert set(READ_TYPES) | ENTERED_IN_ERROR_TYPES == declared
+
+
+def test_only_the_types_the_app_may_undo_are_declared_updatable():
+    assert {t for t, codes in _interactions().items() if "update" in codes} == ENTERED_IN_ERROR_TYPES
+
+
+def test_every_type_searched_by_patient_is_declared_searchable():
+    assert all("search-type" in _interactions()[t] for t in SEARCHED_TYPES)
+
+
+def test_every_type_the_app_writes_is_declared_creatable():
+    assert {t for t, codes in _interactions().items() if "create" in codes} == set(WRITTEN_TYPES)
+
+
+@pytest.mark.parametrize(("text", "kind", "local", "version"), [
+    ("Patient/p1", "relative", "Patient/p1", None),
+    ("Patient/p1/", "relative", "Patient/p1", None),
+    ("Patient/p1/_history/2", "relative", "Patient/p1", "2"),
+    ("Patient/p1/_history/2/", "relative", "Patient/p1", "2"),
+    ("https://ehr.example/fhir/r4/Patient/p1", "absolute", "Patient/p1", None),
+    ("https://ehr.example/fhir/Patient/p1/_history/7", "absolute", "Patient/p1", "7"),
+    ("http://127.0.0.1:8080/fhir/Medication/m.1-a/", "absolute", "Medication/m.1-a", None),
+    (" Patient/p1 ", "relative", "Patient/p1", None),
+])
+def test_literal_references_in_every_valid_form_name_the_same_resource(text, kind, local, version):
+    ref = parse_reference(text)
+    assert (ref.kind, ref.local, ref.version) == (kind, local, version)
+
+
+def test_an_absolute_reference_keeps_its_server_base():
+    assert parse_reference("https://ehr.example/fhir/Patient/p1/_history/2").base == "https://ehr.example/fhir"
+
+
+@pytest.mark.parametrize(("text", "kind", "key"), [
+    ("urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e", "urn", "urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e"),
+    ("urn:oid:2.16.840.1.113883.6.88", "urn", "urn:oid:2.16.840.1.113883.6.88"),
+    ("#med1", "contained", "#med1"),
+])
+def test_bundle_local_and_contained_references_are_recognised(text, kind, key):
+    ref = parse_reference(text)
+    assert (ref.kind, ref.key, ref.local) == (kind, key, None)
+
+
+@pytest.mark.parametrize("text", [
+    None, 7, "", "Patient", "patient/p1", "Patient/", "Patient/p 1", "Patient/" + "x" * 65, "urn:uuid:nope",
+    "#", "ftp://x/Patient/p1", "Patient/p1/_history/", "Patient/p1?x=1", {"reference": "Patient/p1"},
+    "https://ehr/fhir/" * 300 + "Patient/p1",
+])
+def test_strings_that_are_not_references_parse_to_nothing(text):
+    assert parse_reference(text) is None
+
+
+def test_a_contained_reference_resolves_inside_its_container_only():
+    med = {"resourceType": "Medication", "id": "m1"}
+    container = {"contained": [{"resourceType": "Medication", "id": "other"}, med]}
+    assert resolve(parse_reference("#m1"), {"Medication/m1": {"wrong": True}}, container) is med
+    assert resolve(parse_reference("#m1"), {}, {"contained": {"id": "m1"}}) is None
+
+
+def test_a_reference_resolves_by_full_url_first_then_by_type_and_id_in_any_form():
+    patient = {"resourceType": "Patient", "id": "p1"}
+    index = dict.fromkeys(index_keys(patient, "urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e"), patient)
+    for text in ("urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e", "Patient/p1/_history/3", "Patient/p1/",
+                 "https://elsewhere.example/Patient/p1"):
+        assert resolve(parse_reference(text), index) is patient
+
+
+def test_index_keys_skip_ids_that_are_not_fhir_ids():
+    assert index_keys({"resourceType": "Patient", "id": 5}, None) == ()
+    assert index_keys({"resourceType": "Patient", "id": "a b"}, "Patient/x") == ("Patient/x",)
+
+
+def test_the_rewriter_replaces_only_reference_values_it_was_given():
+    urn = "urn:uuid:0f8fad5b-d9cb-469f-a165-70867728950e"
+    resource = {"basedOn": [{"reference": urn}], "note": [{"text": urn}], "subject": {"reference": "Patient/p1"}}
+    out = rewrite_references(resource, {urn: "MedicationRequest/42"})
+    assert out == {"basedOn": [{"reference": "MedicationRequest/42"}], "note": [{"text": urn}],
+                   "subject": {"reference": "Patient/p1"}}
+    assert resource["basedOn"][0]["reference"] == urn
