@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+from urllib.parse import urlsplit
 
 from .config import from_environment
 
@@ -17,7 +19,23 @@ def add_commands(sub) -> None:
     d.add_argument("--app-port", type=int, default=8000)
     d.add_argument("--ehr-port", type=int, default=8001)
     d.add_argument("--fhir-port", type=int, default=8002)
+    d.add_argument("--fhir-upstream", type=_http_url, metavar="URL",
+                   help="put the sandbox in front of this existing FHIR R4 base instead of starting sekmet")
+    d.add_argument("--load-samples", action="store_true",
+                   help="with --fhir-upstream: load the sample patients there (as `ldn-app load` does)")
+    d.add_argument("--public-url", type=_http_url, metavar="URL",
+                   help="base URL where browsers and the app reach the sandbox EHR (iss = URL/fhir)")
+    d.add_argument("--app-url", type=_http_url, metavar="URL",
+                   help="an app already running at this URL (launch URL/launch, redirect URL/callback); "
+                        "the demo does not start one")
     d.set_defaults(func=cmd_demo)
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(f"not an http(s) base URL: {value!r}")
+    return value.rstrip("/")
 
 
 def cmd_serve(args) -> int:
@@ -36,7 +54,16 @@ def cmd_serve(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from .fhir.load import LoadError
     from .sandbox.demo import run_demo
+    from .sandbox.fhir_server import FhirServerError
 
-    run_demo(app_port=args.app_port, ehr_port=args.ehr_port, fhir_port=args.fhir_port)
+    if args.load_samples and not args.fhir_upstream:
+        raise SystemExit("ldn-app demo: --load-samples needs --fhir-upstream (the demo's own server always has them)")
+    try:
+        run_demo(app_port=args.app_port, ehr_port=args.ehr_port, fhir_port=args.fhir_port,
+                 fhir_upstream=args.fhir_upstream, samples=args.load_samples or not args.fhir_upstream,
+                 public_url=args.public_url, app_url=args.app_url)
+    except (LoadError, FhirServerError) as exc:
+        raise SystemExit(f"ldn-app demo: {exc}") from exc
     return 0

@@ -9,8 +9,9 @@ import uuid
 import pytest
 import requests
 
+from smart_app.fhir.load import LoadError, load_bundles
 from smart_app.samples import load_sample
-from smart_app.sandbox.fhir_server import FhirServerError, load_bundles, start_fhir_server, to_transaction
+from smart_app.sandbox.fhir_server import FhirServerError, start_fhir_server
 
 pytestmark = pytest.mark.live
 
@@ -47,18 +48,8 @@ def order(key: str, patient: str) -> dict:
 @pytest.fixture(scope="module")
 def two_samples(fhir_server):
     samples = [load_sample("ldn-diabetic-neuropathy"), load_sample("ldn-medication-reference")]
-    load_bundles(fhir_server.base_url, samples)
+    load_bundles(fhir_server.base_url, dict(enumerate(samples)))
     return samples
-
-
-def test_collection_bundle_becomes_a_transaction_of_puts_by_type_and_id():
-    bundle = load_sample("ldn-fibromyalgia")
-
-    transaction = to_transaction(bundle)
-
-    assert transaction["type"] == "transaction"
-    expected = [f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle["entry"]]
-    assert [e["request"] for e in transaction["entry"]] == [{"method": "PUT", "url": url} for url in expected]
 
 
 def test_loaded_samples_are_searchable_by_patient_with_their_included_medication(fhir_server, two_samples):
@@ -147,15 +138,15 @@ def test_load_bundles_raises_with_the_operation_outcome_diagnostics(fhir_server)
         {"resource": {"resourceType": "MedicationRequest", "id": "broken-order", "status": "active",
                       "intent": "order", "medicationCodeableConcept": {"text": "x"}}}]}
 
-    with pytest.raises(FhirServerError, match=r"MedicationRequest/broken-order.*\(400\).*subject"):
-        load_bundles(fhir_server.base_url, [broken])
+    with pytest.raises(LoadError, match=r"MedicationRequest/broken-order.*\(400\).*subject"):
+        load_bundles(fhir_server.base_url, {"broken": broken})
 
 
 def test_a_server_started_with_a_public_base_writes_its_links_there_and_stops_cleanly(tmp_path):
     server = start_fhir_server(public_base_url="http://127.0.0.1:9/", data_dir=tmp_path)
     try:
         settings = json.loads((tmp_path / "settings.yaml").read_text())
-        load_bundles(server.base_url, [load_sample("ldn-diabetic-neuropathy")])
+        load_bundles(server.base_url, {"sample": load_sample("ldn-diabetic-neuropathy")})
         bundle = search(f"{server.base_url}/MedicationRequest", _count=1)
     finally:
         server.stop()

@@ -16,8 +16,8 @@ import requests
 import responses
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from smart_app.sandbox.ehr import Context, create_sandbox_app, required_permissions, scope_permits
-from smart_app.sandbox.fhir_server import load_bundles
+from smart_app.fhir.load import load_bundles
+from smart_app.sandbox.ehr import Context, ProxyError, create_sandbox_app, required_permissions, scope_permits
 
 PATIENT = "ldn-fibromyalgia"
 ORDER_SYSTEM = "https://fhir.ldn-app.org/identifier/ldn-order"
@@ -167,8 +167,8 @@ def test_launch_page_lists_the_patients_with_an_ehr_launch_each_and_a_standalone
 @pytest.mark.live
 def test_launch_page_escapes_patient_names_and_labels_each_launch_button(sandbox, web):
     patient = {"resourceType": "Patient", "id": "ehr-escaping", "name": [{"text": "<script>alert(1)</script>"}]}
-    load_bundles(sandbox.fhir_upstream, [{"resourceType": "Bundle", "type": "collection",
-                                          "entry": [{"resource": patient}]}])
+    load_bundles(sandbox.fhir_upstream, {"patient": {"resourceType": "Bundle", "type": "collection",
+                                                     "entry": [{"resource": patient}]}})
 
     page = web.get("/").get_data(as_text=True)
 
@@ -488,6 +488,39 @@ def test_proxy_forwards_query_and_body_but_never_the_authorization_header():
         f"{EHR}/fhir/MedicationRequest/1/_history/1", 'W/"1"')
     assert "Authorization" not in sent.headers
     assert sent.headers["Prefer"] == "return=minimal"
+
+
+@responses.activate
+def test_links_of_a_server_we_did_not_start_are_rewritten_to_the_proxy_both_ways():
+    app = standalone_ehr([])
+    token = granted_token(app, "patient/*.cruds")
+    page = {"resourceType": "Bundle", "type": "searchset",
+            "link": [{"relation": "next", "url": f"{UPSTREAM}?_getpages=abc&_getpagesoffset=20"}],
+            "entry": [{"fullUrl": f"{UPSTREAM}/Condition/1", "resource": {"resourceType": "Condition", "id": "1"}}]}
+    responses.get(f"{UPSTREAM}/Condition?patient=x", json=page)
+    responses.get(f"{UPSTREAM}?_getpages=abc&_getpagesoffset=20", json={"resourceType": "Bundle"})
+    responses.post(f"{UPSTREAM}/CarePlan", status=201, json={"resourceType": "CarePlan"},
+                   headers={"Location": f"{UPSTREAM}/CarePlan/7/_history/1"},
+                   match=[responses.matchers.json_params_matcher(
+                       {"resourceType": "CarePlan", "author": {"reference": f"{UPSTREAM}/Practitioner/p"}})])
+    client, auth = app.test_client(), {"Authorization": f"Bearer {token}"}
+
+    first = client.get("/fhir/Condition?patient=x", headers=auth).json
+    following = client.get(first["link"][0]["url"][len(EHR):], headers=auth)
+    created = client.post("/fhir/CarePlan", headers=auth, content_type="application/fhir+json",
+                          data=json.dumps({"resourceType": "CarePlan",
+                                           "author": {"reference": f"{EHR}/fhir/Practitioner/p"}}))
+
+    assert first["link"][0]["url"] == f"{EHR}/fhir?_getpages=abc&_getpagesoffset=20"
+    assert first["entry"][0]["fullUrl"] == f"{EHR}/fhir/Condition/1"
+    assert following.status_code == 200
+    assert created.headers["Location"] == f"{EHR}/fhir/CarePlan/7/_history/1"
+
+
+def test_hapi_paging_at_the_base_needs_search_permission_and_other_reads_there_are_refused():
+    assert required_permissions("GET", "", b"", {"_getpages": "abc"}) == [("*", "s")]
+    with pytest.raises(ProxyError):
+        required_permissions("GET", "", b"", {"_count": "10"})
 
 
 @responses.activate

@@ -40,6 +40,12 @@ def shifted(bundle: dict, days: int) -> dict:
     return _shift(copy.deepcopy(bundle), timedelta(days=days))
 
 
+def samples_as_of(today: date) -> dict[str, dict]:
+    """Every sample patient's Bundle by id, dates moved so that SAMPLE_AS_OF becomes `today`."""
+    days = (today - SAMPLE_AS_OF).days
+    return {pid: shifted(load_sample(pid), days) for pid in sample_ids()}
+
+
 def _read_json(path: Path) -> dict:
     with path.open(encoding="utf-8") as f:
         return json.load(f)

@@ -19,8 +19,11 @@ import requests
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from .ehr import CLINICIAN, CLINICIAN_ID, create_sandbox_app
-from .fhir_server import FhirServer, free_port, load_bundles, start_fhir_server
+from ..fhir.gateway import FHIR_JSON
+from ..fhir.load import load_bundles
+from ..samples import samples_as_of
+from .ehr import CLINICIAN, create_sandbox_app
+from .fhir_server import FhirServer, FhirServerError, free_port, start_fhir_server
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +54,6 @@ def default_clients(app_base: str, confidential_secret: str) -> list[dict]:
     ]
 
 
-def sample_bundles(today: date) -> list[dict]:
-    """Every sample patient, dates moved so that SAMPLE_AS_OF becomes `today`."""
-    from smart_app.samples import SAMPLE_AS_OF, load_sample, sample_ids, shifted
-
-    days = (today - SAMPLE_AS_OF).days
-    return [shifted(load_sample(pid), days) for pid in sample_ids()]
-
-
 class _QuietHandler(WSGIRequestHandler):
     """Request log without query strings (they carry launch ids and authorization codes)."""
 
@@ -77,11 +72,16 @@ class _LateApp:
 
 @dataclass
 class Sandbox:
-    """A running sandbox: URLs for browsers and tests, the Flask apps, and `.stop()`."""
+    """A running sandbox: URLs for browsers and tests, the Flask apps, and `.stop()`.
+
+    `ehr_url` is the public URL (where browsers and the app reach the sandbox EHR); `listen_url` is
+    where it listens. `fhir` is None when the sandbox sits in front of a server it did not start."""
 
     ehr_url: str
+    listen_url: str
     app_url: str
-    fhir: FhirServer
+    fhir_upstream: str
+    fhir: FhirServer | None
     ehr_app: Flask
     app: Flask | None
     clients: list[dict]
@@ -90,10 +90,6 @@ class Sandbox:
     @property
     def iss(self) -> str:
         return f"{self.ehr_url}/fhir"
-
-    @property
-    def fhir_upstream(self) -> str:
-        return self.fhir.base_url
 
     @property
     def launch_url(self) -> str:
@@ -145,61 +141,96 @@ def _bind(stack: ExitStack, host: str, port: int, name: str) -> _Web:
 
 
 def start_sandbox(host: str = "127.0.0.1", app_port: int = 0, ehr_port: int = 0, fhir_port: int = 0, *,
+                  fhir_upstream: str | None = None, public_url: str | None = None, app_url: str | None = None,
                   with_app: bool = True, samples: bool = True, bundles: Iterable[dict] = (),
                   extra_clients: Iterable[dict] = (), access_token_lifetime: int = 300,
                   app_config: dict | None = None, today: date | None = None) -> Sandbox:
-    """Start sekmet, load data, start the sandbox EHR (and the app) on loopback. Port 0 = any free port."""
+    """Start the sandbox EHR (and the app) on loopback, in front of a new sekmet or `fhir_upstream`.
+
+    Port 0 = any free port. `public_url`: where browsers reach the sandbox EHR (default: where it
+    listens). `app_url`: an app already running there; none is started. `samples`: load the sample
+    patients (dates moved to `today`) and the sandbox clinician."""
     if host not in LOOPBACK_HOSTS:
         raise ValueError(f"the sandbox has no real authentication: serve it on {LOOPBACK_HOSTS[0]} only")
     with ExitStack() as stack:
         last = stack.enter_context(ExitStack())  # the FHIR server stops after the web servers
         ehr_web = _bind(stack, host, ehr_port, "ehr")
-        app_web = _bind(stack, host, app_port, "app") if with_app else None
-        app_url = app_web.url if app_web else f"http://{host}:{app_port or free_port()}"
-        # sekmet writes `next` links, fullUrls and Locations under the proxy's public base
-        fhir = start_fhir_server(fhir_port, public_base_url=ehr_web.url)
-        last.callback(fhir.stop)
-        _ensure_clinician(fhir.base_url)
-        load_bundles(fhir.base_url, [*(sample_bundles(today or date.today()) if samples else ()), *bundles])
+        public = (public_url or ehr_web.url).rstrip("/")
+        app_web = _bind(stack, host, app_port, "app") if with_app and not app_url else None
+        app_url = (app_url or (app_web.url if app_web else f"http://{host}:{app_port or free_port()}")).rstrip("/")
+        fhir = None
+        if fhir_upstream is None:
+            # sekmet writes `next` links, fullUrls and Locations under the proxy's public base
+            fhir = start_fhir_server(fhir_port, public_base_url=public)
+            last.callback(fhir.stop)
+        upstream = fhir.base_url if fhir else _answering(fhir_upstream.rstrip("/"))
+        data = [*(samples_as_of(today or date.today()).values() if samples else ()), *bundles]
+        if fhir or data:  # a server we did not start is written to only when asked
+            _load(upstream, data)
 
         clients = [*default_clients(app_url, secrets.token_urlsafe(24)), *extra_clients]
-        ehr_app = create_sandbox_app(fhir.base_url, ehr_web.url, clients, f"{app_url}/launch",
-                                     access_token_lifetime=access_token_lifetime)
+        ehr_app = create_sandbox_app(upstream, public, clients, f"{app_url}/launch",
+                                     access_token_lifetime=access_token_lifetime,
+                                     upstream_link_base=fhir.public_base_url if fhir else None)
         ehr_web.start(ehr_app)
-        app = None
-        if app_web:
-            from smart_app import create_app
-
-            app = create_app({"ALLOWED_ISSUERS": f"{ehr_web.url}/fhir", "CLIENT_ID": APP_CLIENT_ID,
-                              "PUBLIC_BASE_URL": app_url, "SECRET_KEY": secrets.token_hex(32),
-                              **(app_config or {})})
-            app_web.start(app)
-        sandbox = Sandbox(ehr_web.url, app_url, fhir, ehr_app, app, clients, stack.pop_all())
-    log.info("sandbox EHR on %s, FHIR upstream %s, app %s", sandbox.ehr_url, fhir.base_url, sandbox.app_url)
+        app = _start_app(app_web, app_url, f"{public}/fhir", app_config) if app_web else None
+        sandbox = Sandbox(public, ehr_web.url, app_url, upstream, fhir, ehr_app, app, clients, stack.pop_all())
+    log.info("sandbox EHR on %s (public %s), FHIR upstream %s, app %s", sandbox.listen_url, sandbox.ehr_url,
+             upstream, sandbox.app_url)
     return sandbox
 
 
-def _ensure_clinician(fhir_base: str) -> None:
-    """The signed-in sandbox user, Practitioner/sandbox-clinician, exists on the FHIR server."""
-    if requests.get(f"{fhir_base}/Practitioner/{CLINICIAN_ID}", timeout=10).status_code == 404:
-        entry = {"fullUrl": f"Practitioner/{CLINICIAN_ID}", "resource": CLINICIAN}
-        load_bundles(fhir_base, [{"resourceType": "Bundle", "type": "collection", "entry": [entry]}])
+def _answering(fhir_base: str) -> str:
+    """`fhir_base`, once its /metadata answers; FhirServerError otherwise."""
+    try:
+        status = requests.get(f"{fhir_base}/metadata", headers={"Accept": FHIR_JSON}, timeout=30).status_code
+    except requests.RequestException as exc:
+        raise FhirServerError(f"no FHIR server answers at {fhir_base} ({type(exc).__name__})") from exc
+    if status != 200:
+        raise FhirServerError(f"{fhir_base}/metadata answered {status}: is this a FHIR base URL?")
+    return fhir_base
 
 
-def run_demo(host: str = "127.0.0.1", app_port: int = 8000, ehr_port: int = 8001,
-             fhir_port: int = 8002) -> None:
-    """Run everything until Ctrl-C or SIGTERM."""
+def _start_app(web: _Web, app_url: str, issuer: str, app_config: dict | None) -> Flask:
+    from smart_app import create_app
+
+    app = create_app({"ALLOWED_ISSUERS": issuer, "CLIENT_ID": APP_CLIENT_ID, "PUBLIC_BASE_URL": app_url,
+                      "SECRET_KEY": secrets.token_hex(32), **(app_config or {})})
+    web.start(app)
+    return app
+
+
+def _load(fhir_base: str, bundles: list[dict]) -> None:
+    """The sandbox clinician (the signed-in user) and `bundles`, one idempotent transaction per patient."""
+    clinician = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": CLINICIAN}]}
+    load_bundles(fhir_base, {"sandbox clinician": clinician,
+                             **{f"sandbox Bundle {i + 1}": bundle for i, bundle in enumerate(bundles)}})
+
+
+def run_demo(host: str = "127.0.0.1", app_port: int = 8000, ehr_port: int = 8001, fhir_port: int = 8002,
+             **options) -> None:
+    """Run everything until Ctrl-C or SIGTERM; `options` go to `start_sandbox`."""
     stop = threading.Event()
-    sandbox = start_sandbox(host, app_port, ehr_port, fhir_port)
+    sandbox = start_sandbox(host, app_port, ehr_port, fhir_port, **options)
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        print(f"Open {sandbox.ehr_url}/ to launch the LDN app from the sandbox EHR")
-        print(f"  FHIR base (iss): {sandbox.iss}   app: {sandbox.app_url}   sekmet: {sandbox.fhir_upstream}")
-        print("  Pick a patient and press 'EHR launch', or use 'Standalone launch'. Ctrl-C stops everything.")
+        _print_banner(sandbox)
         while not stop.wait(0.5):
             pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sandbox.stop()
-        print("Sandbox stopped.")
+        print("Sandbox stopped.", flush=True)
+
+
+def _print_banner(sandbox: Sandbox) -> None:
+    lines = [f"Open {sandbox.ehr_url}/ to launch the LDN app from the sandbox EHR",
+             f"  FHIR base (iss): {sandbox.iss}   app: {sandbox.app_url}   FHIR server: {sandbox.fhir_upstream}"]
+    if sandbox.listen_url != sandbox.ehr_url:
+        lines.append(f"  The sandbox EHR listens on {sandbox.listen_url}; browsers reach it at {sandbox.ehr_url}")
+    if sandbox.app is None:
+        lines.append(f"  The app is not started here: run it with LDN_ALLOWED_ISSUERS={sandbox.iss} "
+                     f"LDN_CLIENT_ID={APP_CLIENT_ID} LDN_PUBLIC_BASE_URL={sandbox.app_url}")
+    lines.append("  Pick a patient and press 'EHR launch', or use 'Standalone launch'. Ctrl-C stops everything.")
+    print("\n".join(lines), flush=True)

@@ -18,7 +18,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -261,10 +261,13 @@ def scope_permits(scopes: Iterable[str], rtype: str, permission: str) -> bool:
     return False
 
 
-def required_permissions(method: str, path: str, body: bytes) -> list[tuple[str, str]]:
+def required_permissions(method: str, path: str, body: bytes, query: Mapping[str, str] | None = None
+                         ) -> list[tuple[str, str]]:
     """(resource type, permission letters) pairs a /fhir request needs; "*" type = any type."""
     segments = [s for s in path.split("/") if s]
     if not segments:
+        if method == "GET" and (query or {}).get("_getpages"):
+            return [("*", "s")]  # HAPI's opaque paging: the next page of an earlier search, at the base
         if method != "POST":
             raise ProxyError(400, "not-supported", NOT_A_TRANSACTION)
         return _bundle_permissions(body)
@@ -338,10 +341,22 @@ def _patient_name(patient: dict) -> str:
 
 
 class Upstream:
-    """The FHIR server behind the proxy. Links it emits use the public base; map them back here."""
+    """The FHIR server behind the proxy, and the base URL it writes into its links (`link_base`).
 
-    def __init__(self, base: str, public_base: str, timeout: tuple[float, float]):
+    When that is not the public base (a server we did not start), the proxy swaps one for the other
+    in both directions, so `next` links, fullUrls and Locations stay on the proxy."""
+
+    def __init__(self, base: str, public_base: str, timeout: tuple[float, float], link_base: str | None = None):
         self.base, self.public_base, self.timeout = base.rstrip("/"), public_base.rstrip("/"), timeout
+        self.link_base = (link_base or base).rstrip("/")
+
+    def to_public(self, text: bytes) -> bytes:
+        """A response body or header from the server, with its own base URL replaced by the public one."""
+        return text.replace(self.link_base.encode(), self.public_base.encode())
+
+    def to_upstream(self, text: bytes) -> bytes:
+        """A request body for the server, with the public base URL replaced by the server's own."""
+        return text.replace(self.public_base.encode(), self.link_base.encode())
 
     def get(self, path_or_url: str) -> requests.Response:
         url = path_or_url
@@ -377,14 +392,16 @@ class Upstream:
 
 def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[dict], app_launch_url: str, *,
                        access_token_lifetime: int = 300, upstream_timeout: tuple[float, float] = (5.0, 30.0),
-                       clock: Callable[[], float] = time.time) -> Flask:
-    """The sandbox EHR as a Flask app. `public_base_url` is where browsers and the app reach it."""
+                       upstream_link_base: str | None = None, clock: Callable[[], float] = time.time) -> Flask:
+    """The sandbox EHR as a Flask app. `public_base_url` is where browsers and the app reach it.
+
+    `upstream_link_base`: the base the FHIR server writes into its links, when not `fhir_upstream`."""
     public = public_base_url.rstrip("/")
     issuer = f"{public}/fhir"
     token_endpoint = f"{public}/token"
     registry = {c.client_id: c for c in map(Client.from_dict, clients)}
     state = SandboxState(clock)
-    upstream = Upstream(fhir_upstream, issuer, upstream_timeout)
+    upstream = Upstream(fhir_upstream, issuer, upstream_timeout, upstream_link_base)
     signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     kid = secrets.token_hex(8)
     jwk = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(signing_key.public_key())),
@@ -685,7 +702,7 @@ def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[d
         try:
             grant = _bearer_grant()
             method = "GET" if request.method == "HEAD" else request.method
-            for rtype, permission in required_permissions(method, path, request.get_data()):
+            for rtype, permission in required_permissions(method, path, request.get_data(), request.args):
                 if not scope_permits(grant.context.scopes, rtype, permission):
                     raise ProxyError(403, "forbidden", f"The granted scopes do not allow '{permission}' on "
                                                        f"{'any resource type' if rtype == '*' else rtype}")
@@ -711,16 +728,16 @@ def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[d
         headers = {name: value for name in FORWARDED_REQUEST_HEADERS
                    if (value := request.headers.get(name)) is not None}
         try:
-            answer = requests.request(request.method, url, data=request.get_data(), headers=headers,
-                                      timeout=upstream_timeout, allow_redirects=False)
+            answer = requests.request(request.method, url, data=upstream.to_upstream(request.get_data()),
+                                      headers=headers, timeout=upstream_timeout, allow_redirects=False)
         except requests.Timeout as exc:
             raise ProxyError(504, "timeout", "The FHIR server behind the sandbox timed out") from exc
         except requests.RequestException as exc:
             raise ProxyError(502, "transient", "The FHIR server behind the sandbox did not answer") from exc
-        response = Response(answer.content, status=answer.status_code)
+        response = Response(upstream.to_public(answer.content), status=answer.status_code)
         for name in FORWARDED_RESPONSE_HEADERS:
             if name in answer.headers:
-                response.headers[name] = answer.headers[name]
+                response.headers[name] = upstream.to_public(answer.headers[name].encode("latin-1")).decode("latin-1")
         return response
 
     return app

@@ -1,4 +1,4 @@
-"""Run a sekmet-fhir R4 server in a subprocess on loopback, and load sample Bundles into it (dev only)."""
+"""Run a sekmet-fhir R4 server in a subprocess on loopback (dev only)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -21,13 +20,12 @@ import requests
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-FHIR_JSON = "application/fhir+json"
 # Our settings file must win over whatever the developer has exported for their own sekmet.
 _SEKMET_ENV_OVERRIDES = ("SEKMET_CONFIG", "SEKMET_BASE_URL", "SEKMET_DB", "SEKMET_PORT", "SEKMET_PUBLIC_URL")
 
 
 class FhirServerError(RuntimeError):
-    """The sandbox FHIR server did not start, or refused data we loaded."""
+    """The sandbox FHIR server did not start."""
 
 
 def free_port(host: str = HOST) -> int:
@@ -138,42 +136,3 @@ def _wait_until_up(server: FhirServer, timeout: float) -> None:
         time.sleep(0.1)
     raise FhirServerError(f"sekmet did not answer {server.base_url}/metadata within {timeout:g} s:\n"
                           f"{server.log_tail()}")
-
-
-def to_transaction(bundle: dict) -> dict:
-    """A collection (or any) Bundle -> a transaction Bundle of `PUT <Type>/<id>` entries."""
-    entries = []
-    for index, entry in enumerate(bundle.get("entry") or []):
-        resource = entry.get("resource") or {}
-        rtype, rid = resource.get("resourceType"), resource.get("id")
-        if not rtype or not rid:
-            raise ValueError(f"entry {index} has no resource with resourceType and id")
-        entries.append({"resource": resource, "request": {"method": "PUT", "url": f"{rtype}/{rid}"}})
-    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-
-
-def outcome_diagnostics(response: requests.Response) -> str:
-    """The OperationOutcome diagnostics in an error response, else the start of its body."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500]
-    issues = body.get("issue") if isinstance(body, dict) else None
-    if not issues:
-        return response.text[:500]
-    return "; ".join(str(i.get("diagnostics") or i.get("code")) for i in issues)
-
-
-def load_bundles(base_url: str, bundles: Iterable[dict], timeout: float = 30.0) -> list[dict]:
-    """POST each Bundle as one transaction to the FHIR base; returns the transaction-response Bundles."""
-    responses = []
-    for bundle in bundles:
-        response = requests.post(base_url.rstrip("/"), json=to_transaction(bundle), timeout=timeout,
-                                 headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON})
-        if response.status_code >= 400:
-            first = next(iter(bundle.get("entry") or []), {}).get("resource", {})
-            raise FhirServerError(f"loading the Bundle starting with {first.get('resourceType')}/"
-                                  f"{first.get('id')} failed ({response.status_code}): "
-                                  f"{outcome_diagnostics(response)}")
-        responses.append(response.json())
-    return responses
