@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import requests
 
 from ..errors import UnreadableInput
+from .contract import parse_reference
 from .gateway import FHIR_JSON
 from .parse import patient_ref_of
 
@@ -28,12 +29,10 @@ class LoadResult:
     updated: int
 
 
-def _tail(reference: object, rtype: str) -> str | None:
-    """The id of a `rtype` reference (relative or absolute), else None."""
-    if not isinstance(reference, str):
-        return None
-    parts = reference.rstrip("/").split("/")
-    return parts[-1] if len(parts) >= 2 and parts[-2] == rtype and parts[-1] else None
+def _id_of(reference: object, rtype: str) -> str | None:
+    """The id a `rtype` reference (relative or absolute) names, else None."""
+    ref = parse_reference(reference)
+    return ref.id if ref and ref.resource_type == rtype else None
 
 
 def _resources(bundle: object, source: str) -> list[dict]:
@@ -52,12 +51,12 @@ def _resources(bundle: object, source: str) -> list[dict]:
 def _owner(resource: dict) -> str | None:
     if resource["resourceType"] == "Patient":
         return resource["id"]
-    return _tail(patient_ref_of(resource), "Patient")
+    return _id_of(patient_ref_of(resource), "Patient")
 
 
 def _medication_of(resource: dict) -> str | None:
     ref = resource.get("medicationReference")
-    return _tail(ref.get("reference"), "Medication") if isinstance(ref, dict) else None
+    return _id_of(ref.get("reference"), "Medication") if isinstance(ref, dict) else None
 
 
 def patient_groups(bundle: object, source: str = "input") -> list[list[dict]]:
