@@ -32,7 +32,9 @@ VALUESET_IDS = [
     "ldn-recommended-against",
     "ldn-insufficient-evidence",
     "ldn-contraindicated-conditions",
+    "ldn-liver-caution",
     "opioid-use-disorder",
+    "opioid-use-disorder-remission",
 ]
 MEDICATION_SETS = ["opioids", "opioid-antidiarrheals", "opioid-antagonists", "naltrexone-products"]
 CONDITION_SETS = [i for i in VALUESET_IDS if i not in MEDICATION_SETS]

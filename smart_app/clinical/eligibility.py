@@ -3,8 +3,12 @@
 Sources (CLINICAL_RULES): R3 "No qualifying indication on the problem list is a caution,
 not a block." R4 (004) "should NOT be used in Crohn's disease or multiple sclerosis" - as
 the reason for the order only. R5 (004, 001) acute hepatitis / decompensated cirrhosis:
-avoid. Decision precedence: contraindicated > cannot-determine > not-recommended >
-eligible-with-cautions > eligible.
+avoid; chronic liver disease without decompensation: a caution (naltrexone US label,
+"use in active liver disease must be carefully considered"). R2 (issue 8): an active opioid
+use disorder with no documented remission cannot be ruled out from a medication list
+(illicit use is never in it): cannot-determine; in remission: a caution. Decision
+precedence: contraindicated > cannot-determine > not-recommended > eligible-with-cautions >
+eligible.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ CONDITION_VALUESETS = {
     "ldn-recommended-against": "crohns",
     "ldn-insufficient-evidence": "ms",
     "ldn-contraindicated-conditions": "hepatic",
+    "ldn-liver-caution": "liver-caution",
     "opioid-use-disorder": "oud",
+    "opioid-use-disorder-remission": "oud-remission",
 }
 NOT_COUNTED_VERIFICATION = {"entered-in-error", "refuted"}
 NOT_COUNTED_CLINICAL = {"inactive", "remission", "resolved"}
@@ -84,6 +90,21 @@ def _refs(conds: Sequence[ConditionSummary], category: str) -> tuple[str, ...]:
     return tuple(c.resource for c in conds if c.counts and category in c.categories)
 
 
+def oud_refs(conds: Sequence[ConditionSummary]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(active OUD with no documented remission, OUD in remission or past).
+
+    Remission is documented by a remission code or clinicalStatus; an inactive, resolved or
+    abated OUD diagnosis counts as past (a caution), never as nothing.
+    """
+    active, remission = [], []
+    for c in conds:
+        if "oud" not in c.categories or c.verification_status in NOT_COUNTED_VERIFICATION:
+            continue
+        in_remission = "oud-remission" in c.categories or not c.counts
+        (remission if in_remission else active).append(c.resource)
+    return tuple(active), tuple(remission)
+
+
 def _names(conds: Sequence[ConditionSummary], refs: Iterable[str]) -> str:
     by_ref = {c.resource: c.name for c in conds}
     return ", ".join(by_ref.get(r, r) for r in refs)
@@ -101,14 +122,34 @@ def condition_findings(conds: Sequence[ConditionSummary], reasons: Sequence[str]
         out.append(Finding("R5", "004, 001", Severity.CONTRAINDICATION,
                            f"Avoid LDN: {_names(conds, hepatic)} (acute hepatitis or decompensated liver disease).",
                            hepatic, "hepatic-contraindication"))
-    oud = _refs(conds, "oud")
-    if oud:
-        out.append(Finding("R2", "003, 004", Severity.CAUTION,
-                           f"Opioid use disorder on the problem list ({_names(conds, oud)}): confirm the patient "
-                           "takes no opioids, including methadone or buprenorphine treatment, before starting.",
-                           oud, "opioid-use-disorder"))
+    chronic = tuple(r for r in _refs(conds, "liver-caution") if r not in hepatic)
+    if chronic:
+        out.append(Finding("R5", "naltrexone US label (hepatotoxicity); 004", Severity.CAUTION,
+                           f"Chronic liver disease without documented decompensation ({_names(conds, chronic)}): "
+                           "the naltrexone label asks that use in active liver disease be carefully considered; "
+                           "004 names only acute hepatitis and decompensated cirrhosis as reasons to avoid LDN. "
+                           "Check for decompensation and liver tests before starting.", chronic, "liver-caution"))
+    out.extend(oud_findings(conds))
     out.extend(indication_findings(conds))
     out.extend(r4_findings(conds, reasons))
+    return out
+
+
+def oud_findings(conds: Sequence[ConditionSummary]) -> list[Finding]:
+    active, remission = oud_refs(conds)
+    out = []
+    if active:
+        out.append(Finding("R2", "003, 004", Severity.CANNOT_DETERMINE,
+                           f"Active opioid use disorder with no documented remission ({_names(conds, active)}). "
+                           "Illicit opioid use never appears in a medication list, so opioid exposure cannot be "
+                           "ruled out from the record: the clinician must confirm with the patient that there is no "
+                           "current opioid use (including methadone or buprenorphine treatment) and attest it.",
+                           active, "opioid-use-disorder-active"))
+    if remission:
+        out.append(Finding("R2", "003, 004", Severity.CAUTION,
+                           f"Opioid use disorder in remission or past ({_names(conds, remission)}): confirm there "
+                           "is no current opioid use before starting; LDN precipitates withdrawal in anyone who "
+                           "still takes opioids.", remission, "opioid-use-disorder-remission"))
     return out
 
 
@@ -223,7 +264,7 @@ def assess(
                                            med.state, med.last_exposure, med.date_problem))
         if cls.category is MedClass.OPIOID:
             opioids.append(med)
-        findings.extend(medication_findings(med, cls.category, start, washout_days))
+        findings.extend(medication_findings(med, cls, start, washout_days))
     conds = summarize_conditions(conditions, as_of, terminology)
     chosen = tuple(reasons) if reasons else default_reasons(conds)
     findings.extend(condition_findings(conds, chosen))

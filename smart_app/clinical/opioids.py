@@ -113,8 +113,20 @@ def _finding(severity: Severity, code: str, text: str, med: MedicationExposure, 
     return Finding(rule, source, severity, text, (med.resource,), code)
 
 
-def opioid_findings(med: MedicationExposure, start: date, washout_days: int) -> list[Finding]:
+def is_oud_treatment(cls: Classification, med: MedicationExposure) -> bool:
+    """Methadone or buprenorphine: possibly opioid use disorder treatment, never to be stopped for LDN."""
+    text = " ".join((cls.evidence, *med.names)).lower()
+    return "methadone" in text or "buprenorphine" in text
+
+
+def opioid_findings(med: MedicationExposure, start: date, washout_days: int,
+                    cls: Classification | None = None) -> list[Finding]:
     what = f"{med.name} ({med.resource_type}, status {med.status or 'missing'})"
+    if med.state is ExposureState.CURRENT and cls and is_oud_treatment(cls, med):
+        return [_finding(Severity.CONTRAINDICATION, "opioid-current",
+                         f"Current opioid: {what}. LDN is not for patients who need opioid therapy (004): it "
+                         "blocks opioid effects and can precipitate withdrawal. This is not a reason to stop or "
+                         "change methadone or buprenorphine treatment.", med, source="004")]
     if med.state is ExposureState.CURRENT:
         return [_finding(Severity.CONTRAINDICATION, "opioid-current",
                          f"Current opioid: {what}. LDN blocks opioid analgesia and can precipitate "
@@ -184,8 +196,7 @@ def naltrexone_findings(med: MedicationExposure, start: date, washout_days: int)
     return []
 
 
-FINDERS = {
-    MedClass.OPIOID: opioid_findings,
+FINDERS = {  # opioids go through opioid_findings with their classification (methadone/buprenorphine wording)
     MedClass.UNCLASSIFIED: unclassified_findings,
     MedClass.OPIOID_ANTIDIARRHEAL: antidiarrheal_findings,
     MedClass.OPIOID_ANTAGONIST: antagonist_findings,
@@ -193,6 +204,9 @@ FINDERS = {
 }
 
 
-def medication_findings(med: MedicationExposure, cls: MedClass, start: date, washout_days: int) -> list[Finding]:
-    finder = FINDERS.get(cls)
+def medication_findings(med: MedicationExposure, cls: Classification, start: date, washout_days: int
+                        ) -> list[Finding]:
+    if cls.category is MedClass.OPIOID:
+        return opioid_findings(med, start, washout_days, cls)
+    finder = FINDERS.get(cls.category)
     return finder(med, start, washout_days) if finder else []
