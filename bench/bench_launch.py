@@ -39,7 +39,7 @@ def one_launch(ehr_url: str, app_url: str, patient: str) -> tuple[float, list[tu
                             timeout=30, allow_redirects=True)
         body = page.text  # the whole page is read before the clock stops (stream=False)
         elapsed = time.perf_counter() - started
-    if page.status_code != 200 or page.url.rstrip("/") != app_url or 'id="decision"' not in body \
+    if page.status_code != 200 or page.url.split("?")[0].rstrip("/") != app_url or 'id="decision"' not in body \
             or "</html>" not in body:
         raise SystemExit(f"launch did not end on the rendered review page: {page.status_code} "
                          f"{urlsplit(page.url).path} {body[:300]!r}")

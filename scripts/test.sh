@@ -3,14 +3,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The browser test drives Debian's chromium through chromedriver (a test tool's own browser download fails here).
+# The browser test drives Debian's chromium through chromedriver (a test tool's own browser download fails
+# here); the session-store tests start their own Debian redis-server on a free port.
+missing=()
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  missing+=(chromium chromium-driver)
+fi
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "Installing Debian chromium + chromium-driver for the browser test..."
+    echo "Installing Debian ${missing[*]} for the browser and session-store tests..."
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "note: chromium/chromedriver not installed and not root: the browser test will be skipped" >&2
+    echo "note: ${missing[*]} not installed and not root: the tests that need them will be skipped" >&2
   fi
 fi
 

@@ -22,10 +22,12 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.update(SESSION_COOKIE_SECURE=https, PREFERRED_URL_SCHEME="https" if https else "http")
     logging.getLogger("smart_app").setLevel(str(app.config.get("LOG_LEVEL", "INFO")).upper())
 
+    from .fhir.gateway import FhirGateway
     from .smart import blueprint as smart
     from .web import views
 
     smart.init_app(app)
+    app.extensions["gateway_factory"] = FhirGateway.from_config  # (config, iss, token_provider) -> gateway
     app.register_blueprint(smart.bp)
     app.register_blueprint(views.bp)
     _error_pages(app)

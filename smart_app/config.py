@@ -13,7 +13,11 @@ DEFAULTS: dict[str, object] = {
     "KEY_ID": "ldn-app-key-1",
     "PUBLIC_BASE_URL": "http://127.0.0.1:8000",  # where browsers reach the app; redirect URI = + /callback
     "SESSION_STORE": "memory",  # "memory" or a redis:// URL
-    "SESSION_TTL_SECONDS": 8 * 3600,
+    "SESSION_STORE_TIMEOUT": 2.0,  # seconds: Redis connect/read timeout (an outage is a page, not a hang)
+    "SESSION_IDLE_MINUTES": 30,  # a session or launch unused this long ends
+    "SESSION_MAX_HOURS": 8,  # a session or launch ends this long after it began, used or not
+    "MAX_PENDING_LAUNCHES": 1000,  # launches sent to /authorize and not yet back; over it /launch answers 503
+    "TOKEN_ORIGINS": "",  # "iss|origin,...": token endpoint origins allowed besides the issuer's own
     "SECRET_KEY": "",  # random per process when empty (fine for one instance)
     "FRAME_ANCESTORS": "'self'",  # CSP frame-ancestors: the EHR origins that may embed the app
     "WASHOUT_DAYS": 10,

@@ -79,3 +79,36 @@ class WriteRefused(AppError):
 
     status = 409
     user_message = "The order was not written."
+
+
+class SessionStoreUnavailable(AppError):
+    """The session store (Redis) did not answer; raised by `smart.store`, never a stack trace."""
+
+    status = 503
+    user_message = ("The app cannot reach its session store right now. Wait a minute, then launch the app "
+                    "again from the EHR; if you had pressed Sign, check the patient's chart before signing again.")
+
+
+class TooManyLaunches(AppError):
+    """The cap on pending (not yet authorised) launches is reached; nothing was stored."""
+
+    status = 503
+    user_message = "The app is handling too many launches right now. Please try again in a few minutes."
+
+
+class CsrfError(AppError):
+    status = 400
+    user_message = "This form has expired or did not come from this app. Reload the page and try again."
+
+
+class LaunchMismatch(AppError):
+    """A POST whose launch or patient is not the one this browser's launch holds; nothing was written."""
+
+    status = 409
+
+
+class SigningNotAllowed(AppError):
+    """No validated prescriber (or no write grant): the assessment is shown, signing is refused."""
+
+    status = 403
+    user_message = "Signing is disabled for this launch."

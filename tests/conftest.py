@@ -1,6 +1,11 @@
-"""Session fixtures: a live sekmet FHIR server and a running sandbox EHR, both on loopback, started once."""
+"""Shared fixtures: a live sekmet FHIR server, a running sandbox EHR, real redis-servers; all on loopback."""
 
 from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
 
 import pytest
 import requests
@@ -46,3 +51,52 @@ def rsps():
 @pytest.fixture
 def http():
     return requests.Session()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A throwaway `redis-server` on a free loopback port, no persistence; stop() kills it."""
+
+    def __init__(self, workdir):
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed (scripts/test.sh installs Debian's redis-server as root)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One redis-server for the test session (tests use distinct keys)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server for one test (which may kill it)."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 import threading
 from datetime import date, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from fake_ehr import form_fields
 
 pytestmark = pytest.mark.live
 ORDER_SYSTEM = "https://fhir.ldn-app.org/identifier/ldn-order"
@@ -28,23 +30,12 @@ def launch(sandbox, patient: str) -> tuple[requests.Session, requests.Response]:
     browser = requests.Session()
     page = browser.post(f"{sandbox.ehr_url}/launch", data={"patient": patient, "need_patient_banner": "true"},
                         timeout=30)
-    assert page.status_code == 200 and page.url == f"{sandbox.app_url}/", page.text[:500]
+    assert page.status_code == 200 and page.url.startswith(f"{sandbox.app_url}/?lid="), page.text[:500]
     return browser, page
 
 
-def form_fields(html: str, form_id: str) -> list[tuple[str, str]]:
-    form = re.search(rf'<form[^>]*id="{form_id}".*?</form>', html, re.S).group(0)
-    fields = []
-    for tag in re.findall(r"<input[^>]*>", form):
-        name = re.search(r'name="([^"]+)"', tag)
-        value = re.search(r'value="([^"]*)"', tag)
-        kind = re.search(r'type="([^"]+)"', tag)
-        if not name or (kind and kind.group(1) == "checkbox" and "checked" not in tag):
-            continue
-        fields.append((name.group(1), value.group(1) if value else ""))
-    for name, body in re.findall(r'<select[^>]*name="([^"]+)"[^>]*>(.*?)</select>', form, re.S):
-        fields.append((name, re.search(r'<option value="([^"]+)"[^>]*selected', body).group(1)))
-    return fields
+def launch_id(page) -> str:
+    return parse_qs(urlsplit(page.url).query)["lid"][0]
 
 
 def preview(browser, sandbox, page, **changes):
@@ -137,8 +128,8 @@ def test_recently_stopped_tramadol_defaults_the_start_to_the_earliest_safe_date(
 
 
 def test_api_assessment_returns_the_launched_patients_assessment_as_json(sandbox):
-    browser, _ = launch(sandbox, "ldn-ms")
-    body = browser.get(f"{sandbox.app_url}/api/assessment", timeout=30).json()
+    browser, page = launch(sandbox, "ldn-ms")
+    body = browser.get(f"{sandbox.app_url}/api/assessment", params={"lid": launch_id(page)}, timeout=30).json()
     assert body["patient"] == "ldn-ms" and body["decision"] == "eligible-with-cautions"
     assert {"rule", "severity", "text", "resources"} <= set(body["findings"][0])
 

@@ -200,11 +200,12 @@ def test_washout_defaults_start_to_earliest_safe_date(driver, own_sandbox):
 def test_no_token_reaches_the_browser(driver, own_sandbox):
     sandbox = own_sandbox
     ehr_launch(driver, sandbox, "ldn-fibromyalgia")
+    review_url = driver.current_url
     seen = [driver.current_url, driver.page_source]
     preview(driver)
     seen += [driver.current_url, driver.page_source]
 
-    driver.get(f"{sandbox.app_url}/")  # the cookie jar of the app origin
+    driver.get(review_url)  # the cookie jar of the app origin
     wait_for(driver, "#decision")
     cookies = driver.get_cookies()
     assert [c["name"] for c in cookies] == ["ldn_sid"], cookies

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import threading
+import time
 
 import pytest
 from flask import Flask, session
 
 from smart_app.config import DEFAULTS
+from smart_app.errors import SessionStoreUnavailable
 from smart_app.smart.blueprint import init_app
 from smart_app.smart.store import (
     COOKIE_NAME,
+    SWEEP_PER_WRITE,
     MemoryStore,
     RedisStore,
     ServerSideSessionInterface,
@@ -28,22 +30,6 @@ class FakeClock:
 
     def __call__(self):
         return self.now
-
-
-class FakeRedis:
-    """Just the three calls RedisStore makes, with SETEX semantics kept visible."""
-
-    def __init__(self):
-        self.values, self.ttls = {}, {}
-
-    def get(self, key):
-        return self.values.get(key)
-
-    def setex(self, key, ttl, value):
-        self.values[key], self.ttls[key] = value.encode(), ttl
-
-    def delete(self, key):
-        self.values.pop(key, None)
 
 
 def test_session_ids_are_opaque_and_carry_at_least_128_random_bits():
@@ -97,15 +83,88 @@ def test_the_memory_store_is_safe_under_concurrent_writers():
     assert len(store) == 1600
 
 
-def test_the_redis_store_writes_json_with_setex_and_reads_it_back():
-    client = FakeRedis()
-    store = RedisStore(client=client)
-    store.set("sid1", {"smart": {"patient": "p1"}}, ttl=120)
-    assert client.ttls == {"ldn:session:sid1": 120}
-    assert json.loads(client.values["ldn:session:sid1"]) == {"smart": {"patient": "p1"}}
-    assert store.get("sid1") == {"smart": {"patient": "p1"}}
-    store.delete("sid1")
-    assert store.get("sid1") is None
+@pytest.fixture(params=["memory", "redis"])
+def store(request):
+    """Each store the app can run on; the Redis one is a real redis-server (its own key prefix per test)."""
+    if request.param == "memory":
+        return MemoryStore()
+    server = request.getfixturevalue("redis_server")
+    return RedisStore(server.url, prefix=f"t{new_session_id()[:8]}:")
+
+
+def test_both_stores_keep_json_values_until_deleted(store):
+    store.set("session:a", {"smart": {"patient": "p1"}}, ttl=120)
+    assert store.get("session:a") == {"smart": {"patient": "p1"}}
+    store.delete("session:a")
+    assert store.get("session:a") is None
+
+
+def test_both_stores_hand_out_a_taken_value_once(store):
+    store.set("pending:s1", {"iss": "x"}, ttl=60)
+    assert store.take("pending:s1") == {"iss": "x"}
+    assert store.take("pending:s1") is None and store.get("pending:s1") is None
+
+
+def test_both_stores_count_live_pending_entries(store):
+    for i in range(3):
+        store.set(f"pending:{i}", {"i": i}, ttl=60)
+    store.set("session:x", {}, ttl=60)
+    store.delete("pending:0")
+    store.take("pending:1")
+    assert store.count("pending") == 1
+
+
+def test_redis_entries_carry_their_ttl_and_touch_renews_it(redis_server):
+    import redis
+
+    store = RedisStore(redis_server.url, prefix="ttl-test:")
+    store.set("session:t", {"v": 1}, ttl=120)
+    client = redis.Redis.from_url(redis_server.url)
+    assert 110 < client.ttl("ttl-test:session:t") <= 120
+    store.touch("session:t", 1800)
+    assert client.ttl("ttl-test:session:t") > 1700
+
+
+def test_expired_pending_entries_leave_the_redis_count(redis_server):
+    store = RedisStore(redis_server.url, prefix=f"exp{new_session_id()[:6]}:")
+    store.set("pending:short", {}, ttl=1)
+    store.set("pending:long", {}, ttl=60)
+    time.sleep(1.2)
+    assert store.count("pending") == 1 and store.get("pending:short") is None
+
+
+def test_a_stopped_redis_is_a_session_store_unavailable_error_within_seconds(own_redis):
+    store = RedisStore(own_redis.url, timeout=1.0)
+    store.set("session:a", {}, ttl=60)
+    own_redis.stop()
+    started = time.monotonic()
+    with pytest.raises(SessionStoreUnavailable):
+        store.get("session:a")
+    assert time.monotonic() - started < 2
+
+
+def test_the_memory_store_touch_renews_only_live_entries():
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    store.set("session:a", {"v": 1}, ttl=10)
+    clock.now += 8
+    store.touch("session:a", 10)
+    store.touch("session:never", 10)
+    clock.now += 8
+    assert store.get("session:a") == {"v": 1} and store.get("session:never") is None
+
+
+def test_the_memory_store_sweeps_expired_entries_a_few_per_write_not_all_at_once():
+    clock = FakeClock()
+    store = MemoryStore(clock=clock)
+    for i in range(100):
+        store.set(f"session:{i}", {}, ttl=10)
+    clock.now += 11
+    store.set("session:new", {}, ttl=10)
+    assert len(store._items) == 100 - SWEEP_PER_WRITE + 1  # 8 swept by this write, the rest later
+    for i in range(20):
+        store.set(f"session:more{i}", {}, ttl=10)
+    assert len(store._items) == 21  # the backlog is gone: the table never holds more than live + a little
 
 
 def test_session_store_config_selects_memory_or_redis():
@@ -160,7 +219,7 @@ def test_the_cookie_holds_only_the_opaque_id_and_the_token_stays_in_the_store(ap
     [cookie] = set_cookies(response)
     sid = client.get_cookie(COOKIE_NAME).value
     assert cookie.startswith(f"{COOKIE_NAME}={sid};") and TOKEN not in cookie and "p1" not in cookie
-    assert app.extensions["smart.store"].get(sid)["smart"]["access_token"] == TOKEN
+    assert app.extensions["smart.store"].get("session:" + sid)["smart"]["access_token"] == TOKEN
     assert client.get("/read").get_data(as_text=True) == "p1"
 
 
@@ -182,8 +241,8 @@ def test_login_moves_the_session_to_a_new_id_and_drops_the_old_one(app):
     client.get("/login")
     after = client.get_cookie(COOKIE_NAME).value
     store = app.extensions["smart.store"]
-    assert after != before and store.get(before) is None
-    assert store.get(after)["pending"] == {"state": "s"}
+    assert after != before and store.get("session:" + before) is None
+    assert store.get("session:" + after)["pending"] == {"state": "s"}
 
 
 def test_a_session_id_chosen_by_the_client_is_never_adopted(app):
@@ -192,7 +251,7 @@ def test_a_session_id_chosen_by_the_client_is_never_adopted(app):
     client.set_cookie(COOKIE_NAME, planted)
     client.get("/put")
     assert client.get_cookie(COOKIE_NAME).value != planted
-    assert app.extensions["smart.store"].get(planted) is None
+    assert app.extensions["smart.store"].get("session:" + planted) is None
 
 
 def test_a_malformed_session_cookie_is_ignored(app):
@@ -211,7 +270,7 @@ def test_clearing_the_session_deletes_it_from_the_store_and_the_browser(app):
     sid = client.get_cookie(COOKIE_NAME).value
     [cookie] = set_cookies(client.get("/logout"))
     assert cookie.startswith(f"{COOKIE_NAME}=;") and "Expires=Thu, 01 Jan 1970" in cookie
-    assert app.extensions["smart.store"].get(sid) is None
+    assert app.extensions["smart.store"].get("session:" + sid) is None
 
 
 def test_init_app_installs_the_server_side_session_interface(app):

@@ -16,9 +16,10 @@ from flask import Flask
 from responses import matchers
 
 from smart_app.config import DEFAULTS
-from smart_app.errors import LaunchError, SessionExpired
+from smart_app.errors import LaunchError, SessionExpired, TooManyLaunches
 from smart_app.smart import oauth
 from smart_app.smart.blueprint import bp, init_app
+from smart_app.smart.launches import Launches
 from smart_app.smart.scopes import (
     Permissions,
     granted_permissions,
@@ -26,7 +27,7 @@ from smart_app.smart.scopes import (
     missing_write,
     requested_scopes,
 )
-from smart_app.smart.store import COOKIE_NAME
+from smart_app.smart.store import COOKIE_NAME, MemoryStore, new_session_id
 
 ISS = "https://ehr.example.org/fhir"
 AUTHORIZE = "https://ehr.example.org/auth/authorize"
@@ -55,6 +56,15 @@ def smart_configuration(capabilities=("launch-ehr", "permission-v2", "sso-openid
     return {"issuer": ISS, "authorization_endpoint": AUTHORIZE, "token_endpoint": TOKEN, "jwks_uri": JWKS_URI,
             "capabilities": list(capabilities), "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"], **overrides}
+
+
+def browser(store=None, config=DEFAULTS):
+    """One browser's launches (a fresh owner id) in `store` (a fresh MemoryStore by default)."""
+    return Launches(store if store is not None else MemoryStore(), new_session_id(), config)
+
+
+def pending_of(session, query):
+    return session.store.get("pending:" + query["state"])
 
 
 def begin(rsps, config, session, http, *, launch="launch-123", capabilities=None):
@@ -138,31 +148,31 @@ def test_granted_scopes_without_write_make_missing_write_list_the_unwritable_typ
 # --- begin_launch ------------------------------------------------------------------------
 
 def test_an_unknown_iss_is_refused_before_any_outbound_request(rsps, config, http):
-    session = {}
+    session = browser()
     with pytest.raises(LaunchError) as caught:
         oauth.begin_launch(config, "https://evil.example.com/fhir", "launch-1", session, http)
     assert caught.value.user_message == "This EHR is not registered with the app."
     assert len(rsps.registered()) == 0 and len(rsps.calls) == 0
-    assert session == {}
+    assert len(session.store) == 0
 
 
 def test_an_iss_that_only_looks_like_an_allowed_one_is_refused(rsps, config, http):
     for iss in (ISS + "x", ISS + "/../fhir", ISS.replace("https", "http"), ISS.upper()):
         with pytest.raises(LaunchError):
-            oauth.begin_launch(config, iss, None, {}, http)
+            oauth.begin_launch(config, iss, None, browser(), http)
     assert len(rsps.calls) == 0
 
 
 def test_an_iss_with_a_trailing_slash_matches_the_allowed_issuer(rsps, config, http):
     rsps.get(f"{ISS}/.well-known/smart-configuration", json=smart_configuration())
-    url = oauth.begin_launch(config, ISS + "/", "l-1", {}, http)
+    url = oauth.begin_launch(config, ISS + "/", "l-1", browser(), http)
     assert parse_qs(urlsplit(url).query)["aud"] == [ISS]
 
 
 def test_the_authorize_url_carries_every_parameter_and_the_s256_of_the_stored_verifier(rsps, config, http):
-    session = {}
+    session = browser()
     query = begin(rsps, config, session, http)
-    pending = session[oauth.PENDING][query["state"]]
+    pending = pending_of(session, query)
     expected = base64.urlsafe_b64encode(hashlib.sha256(pending["verifier"].encode()).digest()).rstrip(b"=")
     assert query["code_challenge"] == expected.decode()
     assert query["code_challenge_method"] == "S256"
@@ -178,28 +188,31 @@ def test_pkce_s256_matches_the_rfc_7636_example():
 
 
 def test_a_standalone_launch_sends_no_launch_parameter(rsps, config, http):
-    query = begin(rsps, config, {}, http, launch=None)
+    query = begin(rsps, config, browser(), http, launch=None)
     assert "launch" not in query and "launch/patient" in query["scope"].split()
 
 
 def test_an_authorize_endpoint_with_its_own_query_keeps_it(rsps, config, http):
     rsps.get(f"{ISS}/.well-known/smart-configuration",
              json=smart_configuration(authorization_endpoint=AUTHORIZE + "?tenant=t1"))
-    url = oauth.begin_launch(config, ISS, "l", {}, http)
+    url = oauth.begin_launch(config, ISS, "l", browser(), http)
     assert parse_qs(urlsplit(url).query)["tenant"] == ["t1"]
 
 
-def test_several_pending_launches_coexist_up_to_a_cap(rsps, config, http):
-    session = {}
+def test_several_pending_launches_coexist_up_to_the_pending_cap_then_nothing_is_stored(rsps, config, http):
+    config["MAX_PENDING_LAUNCHES"] = 3
+    session = browser(config=config)
     rsps.get(f"{ISS}/.well-known/smart-configuration", json=smart_configuration())
     states = [parse_qs(urlsplit(oauth.begin_launch(config, ISS, f"l{i}", session, http)).query)["state"][0]
-              for i in range(oauth.MAX_PENDING + 2)]
-    assert len(set(states)) == len(states)
-    assert list(session[oauth.PENDING]) == states[-oauth.MAX_PENDING:]
+              for i in range(3)]
+    assert len(set(states)) == 3 and all(session.store.get("pending:" + s) for s in states)
+    with pytest.raises(TooManyLaunches) as caught:
+        oauth.begin_launch(config, ISS, "l4", browser(session.store, config), http)
+    assert caught.value.status == 503 and session.store.count("pending") == 3
 
 
 def test_discovery_sends_no_credentials_and_has_timeouts(rsps, config, http):
-    begin(rsps, config, {}, http)
+    begin(rsps, config, browser(), http)
     assert "Authorization" not in rsps.calls[0].request.headers
     assert rsps.calls[0].request.req_kwargs["timeout"] == (5.0, 30.0)
 
@@ -211,7 +224,7 @@ def register_token(rsps, body=None, *, match=()):
 
 
 def test_a_state_that_matches_no_pending_launch_is_rejected_without_a_token_request(rsps, config, http):
-    session = {}
+    session = browser()
     begin(rsps, config, session, http)
     with pytest.raises(LaunchError, match="state"):
         oauth.complete_launch(config, {"code": "c1", "state": "forged-state"}, session, http)
@@ -219,14 +232,15 @@ def test_a_state_that_matches_no_pending_launch_is_rejected_without_a_token_requ
 
 
 def test_a_state_from_another_session_is_rejected(rsps, config, http):
-    mine, theirs = {}, {}
+    theirs = browser()
+    mine = browser(theirs.store)
     query = begin(rsps, config, theirs, http)
     with pytest.raises(LaunchError):
         oauth.complete_launch(config, {"code": "c1", "state": query["state"]}, mine, http)
 
 
 def test_a_state_cannot_be_used_twice(rsps, config, http, idp_key):
-    session = {}
+    session = browser()
     query = begin(rsps, config, session, http)
     register_token(rsps)
     oauth.complete_launch(config, {"code": "c1", "state": query["state"]}, session, http)
@@ -235,42 +249,44 @@ def test_a_state_cannot_be_used_twice(rsps, config, http, idp_key):
 
 
 def test_a_pending_launch_older_than_the_launch_ttl_is_rejected(rsps, config, http):
-    session = {}
+    session = browser()
     query = begin(rsps, config, session, http)
-    session[oauth.PENDING][query["state"]]["created"] -= config["LAUNCH_TTL_SECONDS"] + 1
+    stale = pending_of(session, query)
+    stale["created"] -= config["LAUNCH_TTL_SECONDS"] + 1
+    session.store.set("pending:" + query["state"], stale, ttl=600)
     with pytest.raises(LaunchError):
         oauth.complete_launch(config, {"code": "c1", "state": query["state"]}, session, http)
 
 
 def test_an_authorization_error_shows_the_ehrs_description_and_consumes_the_state(rsps, config, http):
-    session = {}
+    session = browser()
     query = begin(rsps, config, session, http)
     args = {"error": "access_denied", "error_description": "User declined", "state": query["state"]}
     with pytest.raises(LaunchError) as caught:
         oauth.complete_launch(config, args, session, http)
     assert "User declined" in caught.value.user_message
-    assert session[oauth.PENDING] == {}
+    assert pending_of(session, query) is None
 
 
 def test_the_token_request_carries_the_code_verifier_and_redirect_uri(rsps, config, http):
-    session = {}
+    session = browser()
     query = begin(rsps, config, session, http)
-    verifier = session[oauth.PENDING][query["state"]]["verifier"]
+    verifier = pending_of(session, query)["verifier"]
     form = {"grant_type": "authorization_code", "code": "code-1", "redirect_uri": f"{APP}/callback",
             "code_verifier": verifier, "client_id": CLIENT_ID}
     register_token(rsps, match=[matchers.urlencoded_params_matcher(form)])
     context = oauth.complete_launch(config, {"code": "code-1", "state": query["state"]}, session, http)
     assert context.patient == "ldn-fibro" and context.need_patient_banner is False
-    assert session[oauth.CONTEXT]["access_token"] == ACCESS_TOKEN
+    assert session.get(context.launch_id)["access_token"] == ACCESS_TOKEN
     assert rsps.calls[1].request.req_kwargs["timeout"] == (5.0, 30.0)
 
 
 def test_a_confidential_symmetric_client_uses_client_secret_basic(rsps, config, http):
     config["CLIENT_SECRET"] = "s3cret"
-    session = {}
+    session = browser()
     query = begin(rsps, config, session, http)
     basic = base64.b64encode(f"{CLIENT_ID}:s3cret".encode()).decode()
-    verifier = session[oauth.PENDING][query["state"]]["verifier"]
+    verifier = pending_of(session, query)["verifier"]
     form = {"grant_type": "authorization_code", "code": "c", "redirect_uri": f"{APP}/callback",
             "code_verifier": verifier}
     register_token(rsps, match=[matchers.header_matcher({"Authorization": f"Basic {basic}"}),
@@ -287,7 +303,7 @@ def test_a_confidential_asymmetric_client_sends_a_signed_short_lived_client_asse
     pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
     config.update(PRIVATE_KEY_FILE=str(pem), PRIVATE_KEY_ALG=alg, KEY_ID="k-1")
-    session = {}
+    session = browser()
     query = begin(rsps, config, session, http)
     register_token(rsps)
     oauth.complete_launch(config, {"code": "c", "state": query["state"]}, session, http)
@@ -306,9 +322,9 @@ def test_public_jwks_is_empty_without_a_private_key(config):
 
 
 def test_a_valid_id_token_supplies_fhir_user_as_the_requester(rsps, config, http, idp_key):
-    session = {}
+    session = browser()
     query = begin(rsps, config, session, http)
-    register_token(rsps, token_response(id_token=id_token(idp_key)))
+    register_token(rsps, token_response(id_token=id_token(idp_key, nonce=query["nonce"])))
     rsps.get(JWKS_URI, json=jwks_of(idp_key))
     context = oauth.complete_launch(config, {"code": "c", "state": query["state"]}, session, http)
     assert context.fhir_user == "Practitioner/prac-1"
@@ -316,18 +332,18 @@ def test_a_valid_id_token_supplies_fhir_user_as_the_requester(rsps, config, http
 
 
 def test_an_id_token_with_a_bad_signature_is_rejected(rsps, config, http, idp_key):
-    session = {}
+    session = browser()
     query = begin(rsps, config, session, http)
     impostor = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     register_token(rsps, token_response(id_token=id_token(impostor)))
     rsps.get(JWKS_URI, json=jwks_of(idp_key))
     with pytest.raises(LaunchError, match="InvalidSignatureError"):
         oauth.complete_launch(config, {"code": "c", "state": query["state"]}, session, http)
-    assert oauth.CONTEXT not in session
+    assert session.store.count("launch") == 0
 
 
 def test_an_id_token_for_another_audience_is_rejected(rsps, config, http, idp_key):
-    session = {}
+    session = browser()
     query = begin(rsps, config, session, http)
     register_token(rsps, token_response(id_token=id_token(idp_key, aud="some-other-app")))
     rsps.get(JWKS_URI, json=jwks_of(idp_key))
@@ -340,7 +356,7 @@ def test_an_id_token_for_another_audience_is_rejected(rsps, config, http, idp_ke
     ({"exp": int(time.time()) - 3600}, "ExpiredSignatureError"),
 ])
 def test_an_id_token_from_another_issuer_or_expired_is_rejected(rsps, config, http, idp_key, claims, error):
-    session = {}
+    session = browser()
     query = begin(rsps, config, session, http)
     register_token(rsps, token_response(id_token=id_token(idp_key, **claims)))
     rsps.get(JWKS_URI, json=jwks_of(idp_key))
@@ -350,7 +366,7 @@ def test_an_id_token_from_another_issuer_or_expired_is_rejected(rsps, config, ht
 
 def test_an_id_token_signed_with_hmac_or_none_is_rejected_before_fetching_keys(rsps, config, http):
     for token in (id_token("k" * 32, alg="HS256"), id_token(None, alg="none")):
-        session = {}
+        session = browser()
         query = begin(rsps, config, session, http)
         register_token(rsps, token_response(id_token=token))
         with pytest.raises(LaunchError, match="not accepted"):
@@ -359,7 +375,7 @@ def test_an_id_token_signed_with_hmac_or_none_is_rejected_before_fetching_keys(r
 
 
 def test_a_token_response_without_a_patient_is_refused(rsps, config, http):
-    session = {}
+    session = browser()
     query = begin(rsps, config, session, http)
     register_token(rsps, {k: v for k, v in token_response().items() if k != "patient"})
     with pytest.raises(LaunchError) as caught:
@@ -368,7 +384,7 @@ def test_a_token_response_without_a_patient_is_refused(rsps, config, http):
 
 
 def test_a_refused_code_exchange_is_a_launch_error_without_the_code(rsps, config, http):
-    session = {}
+    session = browser()
     query = begin(rsps, config, session, http)
     rsps.post(TOKEN, status=400, json={"error": "invalid_grant"})
     with pytest.raises(LaunchError) as caught:
@@ -377,12 +393,12 @@ def test_a_refused_code_exchange_is_a_launch_error_without_the_code(rsps, config
 
 
 def test_granted_scopes_and_missing_write_are_recorded_in_the_context(rsps, config, http):
-    session = {}
+    session = browser()
     query = begin(rsps, config, session, http)
     register_token(rsps, token_response(scope="launch openid fhirUser patient/*.rs"))
     context = oauth.complete_launch(config, {"code": "c", "state": query["state"]}, session, http)
     assert context.missing_write == ("MedicationRequest", "CarePlan", "Provenance")
-    assert oauth.current_context(session) == context
+    assert oauth.current_context(session, context.launch_id) == context
     assert "access_token" not in vars(context)
 
 
@@ -394,41 +410,46 @@ def stored_context(expires_in, refresh_token=None):
             "patient": "ldn-fibro", "encounter": None, "need_patient_banner": True, "fhir_user": None, "sub": None}
 
 
+def launched(stored):
+    session = browser()
+    return session, session.create(stored)
+
+
 def test_a_fresh_access_token_is_returned_without_any_request(rsps, config, http):
-    session = {oauth.CONTEXT: stored_context(3600, REFRESH_TOKEN)}
-    assert oauth.access_token(config, session, http) == ACCESS_TOKEN
+    session, lid = launched(stored_context(3600, REFRESH_TOKEN))
+    assert oauth.access_token(config, session, lid, http) == ACCESS_TOKEN
 
 
 def test_the_access_token_is_refreshed_shortly_before_it_expires(rsps, config, http):
-    session = {oauth.CONTEXT: stored_context(30, REFRESH_TOKEN)}
+    session, lid = launched(stored_context(30, REFRESH_TOKEN))
     rsps.post(TOKEN, json={"access_token": "at-NEW", "token_type": "bearer", "expires_in": 600},
               match=[matchers.urlencoded_params_matcher(
                   {"grant_type": "refresh_token", "refresh_token": REFRESH_TOKEN, "client_id": CLIENT_ID})])
-    assert oauth.access_token(config, session, http) == "at-NEW"
-    stored = session[oauth.CONTEXT]
+    assert oauth.access_token(config, session, lid, http) == "at-NEW"
+    stored = session.get(lid)
     assert stored["refresh_token"] == REFRESH_TOKEN and stored["expires_at"] > time.time() + 500
-    assert oauth.access_token(config, session, http) == "at-NEW"  # no second refresh
+    assert oauth.access_token(config, session, lid, http) == "at-NEW"  # no second refresh
 
 
 def test_an_expired_session_without_a_refresh_token_raises_session_expired(rsps, config, http):
     with pytest.raises(SessionExpired):
-        oauth.access_token(config, {oauth.CONTEXT: stored_context(-1)}, http)
+        oauth.access_token(config, *launched(stored_context(-1)), http)
     with pytest.raises(SessionExpired):
-        oauth.access_token(config, {}, http)
+        oauth.access_token(config, browser(), new_session_id(), http)
 
 
 def test_an_expired_token_whose_refresh_is_refused_raises_session_expired(rsps, config, http):
-    session = {oauth.CONTEXT: stored_context(-5, REFRESH_TOKEN)}
+    session, lid = launched(stored_context(-5, REFRESH_TOKEN))
     rsps.post(TOKEN, status=400, json={"error": "invalid_grant"})
     with pytest.raises(SessionExpired):
-        oauth.access_token(config, session, http)
-    assert session[oauth.CONTEXT]["refresh_token"] is None
+        oauth.access_token(config, session, lid, http)
+    assert session.get(lid)["refresh_token"] is None
 
 
 def test_a_still_valid_token_survives_a_failed_refresh(rsps, config, http):
-    session = {oauth.CONTEXT: stored_context(30, REFRESH_TOKEN)}
+    session, lid = launched(stored_context(30, REFRESH_TOKEN))
     rsps.post(TOKEN, status=503)
-    assert oauth.access_token(config, session, http) == ACCESS_TOKEN
+    assert oauth.access_token(config, session, lid, http) == ACCESS_TOKEN
 
 
 # --- the blueprint in a tiny app ---------------------------------------------------------
@@ -453,10 +474,12 @@ def test_the_full_launch_keeps_tokens_out_of_cookies_and_redirect_urls(rsps, app
     assert started.status_code == 302 and started.headers["Location"].startswith(AUTHORIZE)
     first_sid = client.get_cookie(COOKIE_NAME).value
     state = parse_qs(urlsplit(started.headers["Location"]).query)["state"][0]
-    register_token(rsps, token_response(id_token=id_token(idp_key), refresh_token=REFRESH_TOKEN))
+    nonce = parse_qs(urlsplit(started.headers["Location"]).query)["nonce"][0]
+    register_token(rsps, token_response(id_token=id_token(idp_key, nonce=nonce), refresh_token=REFRESH_TOKEN))
     rsps.get(JWKS_URI, json=jwks_of(idp_key))
     done = client.get("/callback", query_string={"code": "c", "state": state})
-    assert done.status_code == 302 and done.headers["Location"] == "/"
+    assert done.status_code == 302 and done.headers["Location"].startswith("/?lid=")
+    lid = parse_qs(urlsplit(done.headers["Location"]).query)["lid"][0]
     cookies = done.headers.getlist("Set-Cookie")
     assert len(cookies) == 1 and cookies[0].startswith(f"{COOKIE_NAME}=")
     new_sid = client.get_cookie(COOKIE_NAME).value
@@ -464,8 +487,9 @@ def test_the_full_launch_keeps_tokens_out_of_cookies_and_redirect_urls(rsps, app
     for response in (started, done):
         text = all_response_text(response)
         assert ACCESS_TOKEN not in text and REFRESH_TOKEN not in text and "id_token" not in text
-    assert app.extensions["smart.store"].get(new_sid)[oauth.CONTEXT]["access_token"] == ACCESS_TOKEN
-    assert app.extensions["smart.store"].get(first_sid) is None
+    store = app.extensions["smart.store"]
+    assert store.get("launch:" + lid)["access_token"] == ACCESS_TOKEN
+    assert store.get("session:" + new_sid) is not None and store.get("session:" + first_sid) is None
 
 
 def test_launch_with_an_unknown_iss_renders_the_error_page_without_details(rsps, app):
@@ -498,3 +522,82 @@ def test_the_jwks_endpoint_publishes_the_public_key_only(app, tmp_path):
     body = app.test_client().get("/.well-known/jwks.json").get_json()
     assert [k["kid"] for k in body["keys"]] == ["k-9"] and body["keys"][0]["alg"] == "RS384"
     assert "d" not in body["keys"][0] and "p" not in body["keys"][0]
+
+
+# --- nonce, callback iss, token endpoint origin ------------------------------------------
+
+def test_the_authorize_request_sends_a_fresh_nonce_per_launch(rsps, config, http):
+    session = browser()
+    first, second = begin(rsps, config, session, http), begin(rsps, config, session, http)
+    assert len(first["nonce"]) >= 43 and first["nonce"] != second["nonce"]
+    assert pending_of(session, first)["nonce"] == first["nonce"]
+
+
+@pytest.mark.parametrize("nonce", [None, "another-launchs-nonce"])
+def test_an_id_token_without_the_launchs_nonce_is_rejected(rsps, config, http, idp_key, nonce):
+    session = browser()
+    query = begin(rsps, config, session, http)
+    claims = {} if nonce is None else {"nonce": nonce}
+    register_token(rsps, token_response(id_token=id_token(idp_key, **claims)))
+    rsps.get(JWKS_URI, json=jwks_of(idp_key))
+    with pytest.raises(LaunchError, match="nonce"):
+        oauth.complete_launch(config, {"code": "c", "state": query["state"]}, session, http)
+    assert session.store.count("launch") == 0
+
+
+def test_a_callback_whose_iss_is_not_the_launchs_issuer_is_rejected_before_the_code_is_sent(rsps, config, http):
+    session = browser()
+    query = begin(rsps, config, session, http)
+    with pytest.raises(LaunchError, match="iss"):
+        oauth.complete_launch(config, {"code": "c", "state": query["state"], "iss": "https://evil.example.com"},
+                              session, http)
+    assert len(rsps.calls) == 1  # discovery only: no token request
+
+
+def test_a_callback_naming_the_launchs_issuer_completes(rsps, config, http):
+    session = browser()
+    query = begin(rsps, config, session, http)
+    register_token(rsps)
+    context = oauth.complete_launch(config, {"code": "c", "state": query["state"], "iss": ISS + "/"}, session, http)
+    assert context.patient == "ldn-fibro"
+
+
+@pytest.mark.parametrize("token_endpoint", [
+    "http://ehr.example.org/auth/token",  # not https
+    "https://login.elsewhere.example/token",  # another origin, not configured
+    "https://ehr.example.org:8443/auth/token",  # another port is another origin
+])
+def test_a_token_endpoint_that_is_not_https_on_the_issuers_origin_stops_the_launch(rsps, config, http,
+                                                                                    token_endpoint):
+    rsps.get(f"{ISS}/.well-known/smart-configuration", json=smart_configuration(token_endpoint=token_endpoint))
+    session = browser()
+    with pytest.raises(LaunchError, match="(?i)token endpoint"):
+        oauth.begin_launch(config, ISS, "l", session, http)
+    assert len(session.store) == 0 and [c.request.url for c in rsps.calls] == [
+        f"{ISS}/.well-known/smart-configuration"]
+
+
+def test_a_token_endpoint_on_a_configured_origin_is_allowed(rsps, config, http):
+    config["TOKEN_ORIGINS"] = f"{ISS}|https://login.elsewhere.example, https://x.example/fhir|https://nope.example"
+    endpoint = "https://login.elsewhere.example/oauth2/token"
+    rsps.get(f"{ISS}/.well-known/smart-configuration", json=smart_configuration(token_endpoint=endpoint))
+    session = browser()
+    url = oauth.begin_launch(config, ISS, "l", session, http)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    rsps.post(endpoint, json=token_response())
+    assert oauth.complete_launch(config, {"code": "c", "state": query["state"]}, session, http).patient == "ldn-fibro"
+
+
+def test_plain_http_token_endpoints_are_allowed_on_loopback_only():
+    oauth.check_token_endpoint({}, "http://127.0.0.1:8001/fhir", "http://127.0.0.1:8001/token")
+    oauth.check_token_endpoint({}, "http://localhost:9/fhir", "http://localhost:9/auth/token")
+    with pytest.raises(LaunchError):
+        oauth.check_token_endpoint({}, "http://10.0.0.5/fhir", "http://10.0.0.5/token")
+
+
+def test_a_refresh_never_goes_to_a_token_endpoint_off_the_issuers_origin(rsps, config, http):
+    stored = {**stored_context(-5, REFRESH_TOKEN), "config": {"token_endpoint": "https://evil.example/token"}}
+    session, lid = launched(stored)
+    with pytest.raises(LaunchError):
+        oauth.access_token(config, session, lid, http)
+    assert len(rsps.calls) == 0

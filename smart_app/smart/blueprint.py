@@ -1,23 +1,39 @@
-"""Flask routes of the SMART launch: /launch, /callback, /.well-known/jwks.json; and init_app."""
+"""Flask routes of the SMART launch: /launch, /callback, /logout, /.well-known/jwks.json; and init_app."""
 
 from __future__ import annotations
+
+import time
+from urllib.parse import urlencode
 
 import requests
 from flask import Blueprint, Flask, current_app, g, jsonify, redirect, render_template, request, session
 
 from smart_app.errors import AppError
 from smart_app.smart import oauth
-from smart_app.smart.store import ServerSideSessionInterface, make_store
+from smart_app.smart.launches import Launches
+from smart_app.smart.store import ServerSideSessionInterface, make_store, new_session_id
 
 bp = Blueprint("smart", __name__)
+OWNER = "bid"  # flask.session key: this browser's owner id (launch records name it)
+LAUNCH_IDS = "launch_ids"  # flask.session key: this browser's launch ids (deleted at /logout)
+MAX_LAUNCH_IDS = 20
 
 
 def init_app(app: Flask) -> None:
     """Back `flask.session` with the server-side store named by SESSION_STORE."""
     store = make_store(app.config)
     app.extensions["smart.store"] = store
+    app.extensions["smart.clock"] = time.time  # wall clock of sessions and launches (tests replace it)
     app.session_interface = ServerSideSessionInterface(store)
+    app.before_request(_store_reachable)
     app.teardown_appcontext(_close_http)
+
+
+def _store_reachable() -> None:
+    """A store failure while opening the session becomes the store's own page, not a bare 500."""
+    error = getattr(session, "store_error", None)
+    if error is not None:
+        raise error
 
 
 def http() -> requests.Session:
@@ -33,22 +49,49 @@ def _close_http(_exc: BaseException | None) -> None:
         client.close()
 
 
+def launches() -> Launches:
+    """This browser's launches (owner None before its first /launch: it holds none)."""
+    return _launches(session.get(OWNER))
+
+
+def _launches(owner: str | None) -> Launches:
+    ext = current_app.extensions
+    return Launches(ext["smart.store"], owner, current_app.config, clock=ext["smart.clock"])
+
+
 @bp.get("/launch")
 def launch():
-    """EHR launch (iss + launch) or standalone launch (iss, or DEFAULT_ISS)."""
+    """EHR launch (iss + launch) or standalone launch (iss, or DEFAULT_ISS). A session (and cookie)
+    is created only once the iss is allowed and the pending launch fits under the cap."""
     iss = request.args.get("iss") or current_app.config.get("DEFAULT_ISS") or None
-    url = oauth.begin_launch(current_app.config, iss, request.args.get("launch"), session, http())
+    owner = session.get(OWNER) or new_session_id()
+    mine = _launches(owner)
+    url = oauth.begin_launch(current_app.config, iss, request.args.get("launch"), mine, http())
+    session[OWNER] = owner
     return _no_store(redirect(url))
 
 
 @bp.get("/callback")
 def callback():
-    """The authorization server's redirect: code exchange, then a fresh session id."""
-    oauth.complete_launch(current_app.config, request.args, session, http())
+    """The authorization server's redirect: code exchange, a new launch, then a fresh session id."""
+    context = oauth.complete_launch(current_app.config, request.args, launches(), http())
+    session[LAUNCH_IDS] = [*session.get(LAUNCH_IDS, []), context.launch_id][-MAX_LAUNCH_IDS:]
     session.regenerate()  # logged in now: new id, the pre-login id is dropped (fixation)
-    response = _no_store(redirect("/"))
+    response = _no_store(redirect("/?" + urlencode({"lid": context.launch_id})))
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
+
+
+@bp.post("/logout")
+def logout():
+    """Delete this browser's server-side session and its launches (tokens included)."""
+    mine = launches()
+    for launch_id in session.get(LAUNCH_IDS, []):
+        mine.delete(launch_id)
+    session.clear()
+    return _no_store(current_app.make_response(
+        render_template("error.html", title="Signed out", message="You are signed out of the LDN app. "
+                        "Launch it again from the EHR to continue.")))
 
 
 @bp.get("/.well-known/jwks.json")

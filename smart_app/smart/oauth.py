@@ -1,7 +1,8 @@
 """SMART App Launch (EHR and standalone): authorize URL, callback, token refresh, our public JWKS.
 
-Framework-light: functions take the config mapping, request parameters and a session mapping
-(`flask.session` in the app, a dict in tests), and return a URL / context or raise LaunchError.
+Framework-light: functions take the config mapping, request parameters and the browser's
+`Launches` (server-side pending and completed launches, see launches.py), and return a URL / context
+or raise LaunchError. Each completed launch is its own context under its own id.
 
 Where things come from, and why:
 - Written here on `requests` (every call with timeouts, no redirects followed): the authorize
@@ -9,7 +10,7 @@ Where things come from, and why:
   but it discovers endpoints only from the CapabilityStatement, asks for broad v1 scopes, makes
   its token requests without timeouts, ignores the id_token, uses a uuid4 `state` (122 random
   bits, we want >= 128) and keeps one pending state per client (we allow several tabs).
-- PKCE S256 and `state`: `secrets` + `hashlib` (RFC 7636 section 4; the same construction as
+- PKCE S256, `state` and the OIDC `nonce`: `secrets` + `hashlib` (RFC 7636 section 4; the same construction as
   fhirclient's `_authorize_params`, which cannot be called without a FHIRServer object).
 - JWTs (client assertion for private_key_jwt, id_token validation) and JWKs: PyJWT with the
   `cryptography` backend. Never hand-rolled.
@@ -23,7 +24,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
@@ -34,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from smart_app.errors import AppError, FhirUnavailable, LaunchError, SessionExpired
 from smart_app.smart.discovery import SmartConfiguration, discover
+from smart_app.smart.launches import Launches
 from smart_app.smart.scopes import (
     EHR_LAUNCH,
     STANDALONE_LAUNCH,
@@ -46,9 +48,8 @@ from smart_app.smart.scopes import (
 
 logger = logging.getLogger(__name__)
 
-PENDING = "smart_pending"  # session key: {state: pending launch}
-CONTEXT = "smart"  # session key: the launch context, tokens included (server-side only)
-MAX_PENDING = 5
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+PRESCRIBER_TYPES = ("Practitioner", "PractitionerRole")
 ID_TOKEN_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CLIENT_ASSERTION_LIFETIME = 240  # seconds; SMART allows at most five minutes
@@ -58,8 +59,10 @@ CLOCK_SKEW = 60  # seconds of leeway when checking id_token times
 
 @dataclass(frozen=True)
 class SmartContext:
-    """What the UI may know about the launch. Deliberately holds no token."""
+    """What the UI may know about one launch. Deliberately holds no token."""
 
+    launch_id: str
+    csrf: str
     iss: str
     patient: str
     encounter: str | None
@@ -73,15 +76,38 @@ class SmartContext:
     expires_at: float
 
     @classmethod
-    def from_stored(cls, stored: Mapping) -> SmartContext:
+    def from_stored(cls, launch_id: str, stored: Mapping) -> SmartContext:
         permissions = granted_permissions(stored["scope"])
         return cls(
+            launch_id=launch_id, csrf=stored["csrf"],
             iss=stored["iss"], patient=stored["patient"], encounter=stored.get("encounter"),
             fhir_user=stored.get("fhir_user"), scope=stored["scope"], permissions=permissions,
             missing_write=tuple(missing_write(permissions)), missing_read=tuple(missing_read(permissions)),
             need_patient_banner=bool(stored.get("need_patient_banner", True)),
             launch_mode=stored["launch_mode"], expires_at=float(stored["expires_at"]),
         )
+
+    @property
+    def prescriber(self) -> str | None:
+        """The signed-in user when the validated id_token names a Practitioner or PractitionerRole."""
+        return self.fhir_user if self.prescriber_problem is None else None
+
+    @property
+    def prescriber_problem(self) -> str | None:
+        """Why this launch may not sign an order (no known prescriber), or None."""
+        if not self.fhir_user:
+            return ("the EHR did not identify the signed-in user (no validated OpenID Connect id_token "
+                    "with fhirUser)")
+        kind = _reference_type(self.fhir_user)
+        if kind not in PRESCRIBER_TYPES:
+            return f"the signed-in user is a {kind or 'user of unknown type'}, not a Practitioner"
+        return None
+
+
+def _reference_type(reference: str) -> str | None:
+    """The resource type of a relative or absolute reference (Practitioner/1, https://ehr/fhir/Practitioner/1)."""
+    parts = [p for p in reference.split("?")[0].split("/") if p]
+    return parts[-2] if len(parts) >= 2 else None
 
 
 class _TokenFailure(Exception):
@@ -129,7 +155,7 @@ def s256(verifier: str) -> str:
 # --- launch ------------------------------------------------------------------------------
 
 def begin_launch(config: Mapping, iss: str | None, launch: str | None,
-                 session: MutableMapping, http: requests.Session) -> str:
+                 launches: Launches, http: requests.Session) -> str:
     """Check the issuer, discover its endpoints, remember a pending launch; return the authorize URL."""
     if not iss:
         raise LaunchError("no iss given and no DEFAULT_ISS configured")
@@ -138,16 +164,15 @@ def begin_launch(config: Mapping, iss: str | None, launch: str | None,
         raise LaunchError("iss is not on ALLOWED_ISSUERS",
                           user_message="This EHR is not registered with the app.")
     smart = discover(issuer, http, http_timeout(config))
+    check_token_endpoint(config, issuer, smart.token_endpoint)
     mode = EHR_LAUNCH if launch else STANDALONE_LAUNCH
-    state = secrets.token_urlsafe(32)
+    state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     verifier, challenge = pkce_pair()
     scope = requested_scopes(smart.capabilities, mode)
-    pending = _live_pending(config, session)
-    pending[state] = {"iss": issuer, "verifier": verifier, "config": smart.to_dict(), "mode": mode,
-                      "scope": scope, "created": time.time()}
-    session[PENDING] = dict(sorted(pending.items(), key=lambda kv: kv[1]["created"])[-MAX_PENDING:])
+    launches.add_pending(state, {"iss": issuer, "verifier": verifier, "config": smart.to_dict(), "mode": mode,
+                                 "scope": scope, "nonce": nonce})
     params = {"response_type": "code", "client_id": config["CLIENT_ID"], "redirect_uri": redirect_uri(config),
-              "scope": scope, "state": state, "aud": issuer,
+              "scope": scope, "state": state, "aud": issuer, "nonce": nonce,
               "code_challenge": challenge, "code_challenge_method": "S256"}
     if launch:
         params["launch"] = launch
@@ -155,9 +180,34 @@ def begin_launch(config: Mapping, iss: str | None, launch: str | None,
     return _with_query(smart.authorization_endpoint, params)
 
 
-def _live_pending(config: Mapping, session: Mapping) -> dict:
-    cutoff = time.time() - float(config.get("LAUNCH_TTL_SECONDS", 600))
-    return {s: p for s, p in (session.get(PENDING) or {}).items() if p.get("created", 0) > cutoff}
+def check_token_endpoint(config: Mapping, iss: str, url: str) -> None:
+    """The token endpoint gets our code and secrets: https (http only on loopback), on the issuer's
+    origin or an origin TOKEN_ORIGINS configures for it. Otherwise stop before sending anything."""
+    parts = urlsplit(url)
+    if not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS)):
+        raise LaunchError(f"token endpoint {_printable(url)} is not https",
+                          user_message="The EHR's token endpoint is not secure (https), so the app stopped "
+                                       "before sending it anything. Ask the EHR administrator to fix it.")
+    if _origin(url) not in {_origin(iss), *token_origins(config, iss)}:
+        raise LaunchError(f"token endpoint {_printable(url)} is not on the origin of {iss}",
+                          user_message="The EHR's token endpoint is on another site than its FHIR server and "
+                                       "is not configured for it (LDN_TOKEN_ORIGINS), so the app stopped before "
+                                       "sending it anything.")
+
+
+def token_origins(config: Mapping, iss: str) -> set[str]:
+    """TOKEN_ORIGINS ("iss|origin,iss|origin") entries for `iss`, as origins."""
+    pairs = (item.split("|", 1) for item in str(config.get("TOKEN_ORIGINS") or "").split(",") if "|" in item)
+    return {_origin(origin.strip()) for issuer, origin in pairs if normalize_iss(issuer) == iss}
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+    except ValueError:
+        return ""
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
 
 
 def _with_query(url: str, params: dict) -> str:
@@ -169,10 +219,11 @@ def _with_query(url: str, params: dict) -> str:
 
 # --- callback ----------------------------------------------------------------------------
 
-def complete_launch(config: Mapping, args: Mapping, session: MutableMapping,
+def complete_launch(config: Mapping, args: Mapping, launches: Launches,
                     http: requests.Session) -> SmartContext:
-    """Check state, exchange the code (PKCE), verify the id_token; store and return the context."""
-    pending = _claim_pending(config, args.get("state"), session)
+    """Check state (and iss), exchange the code (PKCE), verify the id_token (nonce); store the launch
+    under a new launch id and return its context."""
+    pending = launches.claim_pending(args.get("state"))
     if args.get("error"):
         description = _printable(args.get("error_description") or args.get("error"))
         raise LaunchError(f"authorization error {_printable(args.get('error'))}",
@@ -182,27 +233,21 @@ def complete_launch(config: Mapping, args: Mapping, session: MutableMapping,
     if not args.get("code"):
         raise LaunchError("callback without an authorization code")
     smart = SmartConfiguration.from_dict(pending["config"])
+    if args.get("iss") and normalize_iss(args["iss"]) not in {pending["iss"], normalize_iss(smart.issuer or "")}:
+        raise LaunchError("callback iss does not match the launch's issuer")
+    check_token_endpoint(config, pending["iss"], smart.token_endpoint)
     form = {"grant_type": "authorization_code", "code": args["code"],
             "redirect_uri": redirect_uri(config), "code_verifier": pending["verifier"]}
     try:
         token = _token_request(config, smart.token_endpoint, form, http)
     except _TokenFailure as failure:
         raise LaunchError(f"code exchange failed: {failure}") from None
-    claims = _verified_id_token(config, smart, pending["iss"], token["id_token"], http) \
+    claims = _verified_id_token(config, smart, pending, token["id_token"], http) \
         if token.get("id_token") else {}
     stored = _stored_context(pending, smart, token, claims)
-    session[CONTEXT] = stored
+    launch_id = launches.create(stored)
     logger.info("SMART launch completed for %s (patient %s)", stored["iss"], stored["patient"])
-    return SmartContext.from_stored(stored)
-
-
-def _claim_pending(config: Mapping, state: str | None, session: MutableMapping) -> dict | None:
-    """Remove and return the pending launch for `state` (single use); None when unknown/expired."""
-    pending = dict(session.get(PENDING) or {})
-    claimed = pending.pop(state, None) if state else None
-    session[PENDING] = pending
-    live = _live_pending(config, {PENDING: {state: claimed}}) if claimed else {}
-    return live.get(state)
+    return SmartContext.from_stored(launch_id, launches.get(launch_id))
 
 
 def _printable(text: object, limit: int = 200) -> str:
@@ -233,15 +278,16 @@ def _expires_at(token: Mapping) -> float:
     return time.time() + lifetime
 
 
-def current_context(session: Mapping) -> SmartContext | None:
-    """The launch context of this session (no token), or None before a launch completed."""
-    stored = session.get(CONTEXT)
-    return SmartContext.from_stored(stored) if stored else None
+def current_context(launches: Launches, launch_id: str | None) -> SmartContext | None:
+    """The context (no token) of this browser's launch `launch_id`, or None."""
+    stored = launches.get(launch_id)
+    return SmartContext.from_stored(launch_id, stored) if stored else None
 
 
 # --- token endpoint ----------------------------------------------------------------------
 
 def _token_request(config: Mapping, token_endpoint: str, form: dict, http: requests.Session) -> dict:
+    """POST to a token endpoint already checked by check_token_endpoint."""
     extra, auth = _client_authentication(config, token_endpoint)
     try:
         response = http.post(token_endpoint, data={**form, **extra}, auth=auth,
@@ -284,11 +330,11 @@ def client_assertion(config: Mapping, token_endpoint: str) -> str:
     return jwt.encode(claims, key, algorithm=alg, headers={"kid": config["KEY_ID"], "typ": "JWT"})
 
 
-def access_token(config: Mapping, session: MutableMapping, http: requests.Session) -> str:
-    """A usable access token, refreshed shortly before expiry when we hold a refresh token."""
-    stored = session.get(CONTEXT)
+def access_token(config: Mapping, launches: Launches, launch_id: str, http: requests.Session) -> str:
+    """A usable access token of launch `launch_id`, refreshed shortly before expiry when we hold a refresh token."""
+    stored = launches.get(launch_id)
     if not stored or not stored.get("access_token"):
-        raise SessionExpired("no SMART context in this session")
+        raise SessionExpired("no such SMART launch in this browser")
     now = time.time()
     margin = float(config.get("TOKEN_REFRESH_MARGIN_SECONDS", 60))
     still_valid = stored["expires_at"] > now
@@ -298,22 +344,25 @@ def access_token(config: Mapping, session: MutableMapping, http: requests.Sessio
         if still_valid:
             return stored["access_token"]
         raise SessionExpired("access token expired and no refresh token")
+    token_endpoint = stored["config"]["token_endpoint"]
+    check_token_endpoint(config, stored["iss"], token_endpoint)
     try:
-        token = _token_request(config, stored["config"]["token_endpoint"],
+        token = _token_request(config, token_endpoint,
                                {"grant_type": "refresh_token", "refresh_token": stored["refresh_token"]}, http)
     except _TokenFailure as failure:
-        return _after_failed_refresh(session, stored, failure, still_valid)
-    session[CONTEXT] = {**stored, "access_token": token["access_token"], "expires_at": _expires_at(token),
-                        "refresh_token": token.get("refresh_token") or stored["refresh_token"],
-                        "scope": token.get("scope") or stored["scope"]}
+        return _after_failed_refresh(launches, launch_id, stored, failure, still_valid)
+    launches.update(launch_id, {**stored, "access_token": token["access_token"], "expires_at": _expires_at(token),
+                                "refresh_token": token.get("refresh_token") or stored["refresh_token"],
+                                "scope": token.get("scope") or stored["scope"]})
     logger.info("SMART access token refreshed for %s", stored["iss"])
     return token["access_token"]
 
 
-def _after_failed_refresh(session: MutableMapping, stored: dict, failure: _TokenFailure, still_valid: bool) -> str:
+def _after_failed_refresh(launches: Launches, launch_id: str, stored: dict, failure: _TokenFailure,
+                          still_valid: bool) -> str:
     logger.warning("SMART token refresh failed: %s", failure)
     if not failure.network:  # the refresh token is dead: do not keep trying it
-        session[CONTEXT] = {**stored, "refresh_token": None}
+        launches.update(launch_id, {**stored, "refresh_token": None})
     if still_valid:
         return stored["access_token"]
     if failure.network:
@@ -321,16 +370,17 @@ def _after_failed_refresh(session: MutableMapping, stored: dict, failure: _Token
     raise SessionExpired("token refresh refused")
 
 
-def token_provider(config: Mapping, session: MutableMapping, http: requests.Session) -> Callable[[], str]:
+def token_provider(config: Mapping, launches: Launches, launch_id: str,
+                   http: requests.Session) -> Callable[[], str]:
     """A zero-argument callable for FhirGateway(token_provider=...)."""
-    return functools.partial(access_token, config, session, http)
+    return functools.partial(access_token, config, launches, launch_id, http)
 
 
 # --- id_token ----------------------------------------------------------------------------
 
-def _verified_id_token(config: Mapping, smart: SmartConfiguration, iss: str, id_token: str,
+def _verified_id_token(config: Mapping, smart: SmartConfiguration, pending: Mapping, id_token: str,
                        http: requests.Session) -> dict:
-    """Claims of an id_token whose signature, issuer, audience and times check out."""
+    """Claims of an id_token whose signature, issuer, audience, times and nonce check out."""
     if not smart.jwks_uri:
         raise LaunchError("an id_token arrived but the server publishes no jwks_uri to verify it")
     try:
@@ -341,7 +391,7 @@ def _verified_id_token(config: Mapping, smart: SmartConfiguration, iss: str, id_
     if alg not in ID_TOKEN_ALGS:
         raise LaunchError(f"id_token algorithm {_printable(alg)} is not accepted")
     key = _signing_key(_fetch_jwks(config, smart.jwks_uri, http), header.get("kid"))
-    issuers = [iss] + ([smart.issuer] if smart.issuer else [])
+    issuers = [pending["iss"]] + ([smart.issuer] if smart.issuer else [])
     try:
         claims = jwt.decode(id_token, key, algorithms=[alg], audience=str(config["CLIENT_ID"]),
                             issuer=issuers, leeway=CLOCK_SKEW,
@@ -351,6 +401,8 @@ def _verified_id_token(config: Mapping, smart: SmartConfiguration, iss: str, id_
     audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
     if len(audiences) > 1 and claims.get("azp") != config["CLIENT_ID"]:
         raise LaunchError("id_token has several audiences and we are not its azp")
+    if not secrets.compare_digest(str(claims.get("nonce", "")), str(pending["nonce"])):
+        raise LaunchError("id_token nonce does not match the authorize request's")
     return claims
 
 

@@ -1,4 +1,9 @@
-"""The clinician's pages: review, preview, sign, confirmation; and GET /api/assessment. Services only."""
+"""The clinician's pages: review, preview, sign, confirmation; and GET /api/assessment. Services only.
+
+Every page belongs to one launch, named by `lid` (query or hidden form field); the launch record
+must belong to this browser's server-side session. Every POST is checked in one place
+(`check_post`): its launch, CSRF token and patient.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +12,28 @@ import threading
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from flask import Blueprint, current_app, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, session, url_for
 
 from ..clinical.model import Assessment, TitrationRequest
 from ..clinical.titration import build_schedule, describe_step
-from ..errors import AppError, FhirServerError, InputError, SessionExpired, WriteRefused
+from ..errors import (
+    CsrfError,
+    FhirServerError,
+    InputError,
+    LaunchMismatch,
+    SessionExpired,
+    SigningNotAllowed,
+    WriteRefused,
+)
 from ..fhir.build import REVIEW_WINDOW_DAYS, decision_key, order_key
-from ..fhir.gateway import FhirGateway
 from ..fhir.parse import PatientData
 from ..services import SignRequest, assess_data, assessment_to_json, place_order, plan_order, read_patient
 from ..smart import oauth
-from ..smart.blueprint import http
+from ..smart.blueprint import http, launches
 
 bp = Blueprint("web", __name__)
-ORDERS = "ldn_orders"  # session key: order key -> what was written (for the confirmation page)
 WROTE = "ldn_wrote"  # session key: a write happened; later reads bypass server caches
 _ORDER_LOCKS = tuple(threading.Lock() for _ in range(64))  # striped: bounded memory, per-decision exclusion
-
-
-class CsrfError(AppError):
-    status = 400
-    user_message = "This form has expired or did not come from this app. Reload the page and try again."
-
 
 def security_headers(response):
     """Framing only by the configured EHR origins; no caching of PHI; no sniffing."""
@@ -51,35 +56,57 @@ def today() -> date:
 
 
 def smart_context() -> oauth.SmartContext:
-    ctx = oauth.current_context(session)
+    """The launch this request names (`lid`), if it is this browser's; else the session has ended."""
+    if "smart_ctx" not in g:
+        ctx = oauth.current_context(launches(), request.values.get("lid"))
+        if ctx is None:
+            raise SessionExpired("no launch of this browser matches lid")
+        g.smart_ctx = ctx
+    return g.smart_ctx
+
+
+def gateway():
+    """The one FHIR gateway of this request, made by the app's `gateway_factory` (tests replace it)."""
+    if "gateway" not in g:
+        ctx = smart_context()
+        provider = oauth.token_provider(current_app.config, launches(), ctx.launch_id, http())
+        g.gateway = current_app.extensions["gateway_factory"](current_app.config, ctx.iss, provider)
+        if session.get(WROTE):
+            g.gateway.assume_written()
+    return g.gateway
+
+
+@bp.before_app_request
+def check_post() -> None:
+    """Every POST, in one place: its launch is this browser's, its CSRF token is that launch's, and
+    the patient it names is that launch's patient. Otherwise refused before any view runs."""
+    if request.method != "POST":
+        return
+    form = request.form
+    claimed = form.get("patient_label") or f"Patient/{form.get('patient') or '(none named)'}"
+    ctx = oauth.current_context(launches(), form.get("lid"))
     if ctx is None:
-        raise SessionExpired()
-    return ctx
-
-
-def gateway(ctx: oauth.SmartContext) -> FhirGateway:
-    provider = oauth.token_provider(current_app.config, session, http())
-    gw = FhirGateway.from_config(current_app.config, ctx.iss, provider)
-    if session.get(WROTE):
-        gw.assume_written()
-    return gw
-
-
-def csrf_token() -> str:
-    if "csrf" not in session:
-        session["csrf"] = secrets.token_urlsafe(32)
-    return session["csrf"]
-
-
-def check_csrf() -> None:
-    sent, expected = request.form.get("csrf_token", ""), session.get("csrf")
-    if not expected or not secrets.compare_digest(sent, expected):
+        raise LaunchMismatch("POST names no launch of this browser", user_message=(
+            f"Refused - nothing was written. This form is for {claimed}, but its launch is not open in this "
+            "browser (it ended, or it belongs to another browser). Launch the app again from the patient's chart."))
+    if not secrets.compare_digest(form.get("csrf_token", "").encode(), ctx.csrf.encode()):
         raise CsrfError("CSRF token missing or wrong")
+    g.smart_ctx = ctx
+    if form.get("patient") != ctx.patient:
+        raise LaunchMismatch("POST patient differs from its launch's patient", user_message=(
+            f"Refused - nothing was written. This form names {claimed}, but its launch is for "
+            f"{launched_patient_label(ctx)}. Reload the page of the patient you mean to treat."))
+
+
+def launched_patient_label(ctx: oauth.SmartContext) -> str:
+    """Name and birth date of the launch's patient, read from the EHR (its id when unreadable)."""
+    data, problems = read_patient(gateway(), ctx.patient)
+    return patient_label(data.patient) if data.patient and not problems else f"Patient/{ctx.patient}"
 
 
 @bp.app_context_processor
 def _template_helpers():
-    return {"csrf_token": csrf_token, "anchor": lambda ref: "r-" + ref.replace("/", "-")}
+    return {"anchor": lambda ref: "r-" + ref.replace("/", "-")}
 
 
 # --- the form --------------------------------------------------------------------------------
@@ -141,7 +168,7 @@ def default_form(assessment: Assessment) -> OrderForm:
 # --- pages -----------------------------------------------------------------------------------
 
 def _load(ctx) -> tuple[PatientData, tuple[str, ...]]:
-    return read_patient(gateway(ctx), ctx.patient, unreadable_types=ctx.missing_read)
+    return read_patient(gateway(), ctx.patient, unreadable_types=ctx.missing_read)
 
 
 def _washout() -> int:
@@ -151,10 +178,20 @@ def _washout() -> int:
 def render_review(ctx, data, problems, *, form: OrderForm | None = None, preview=None, errors=(), status=200):
     current = assess_data(data, as_of=today(), washout_days=_washout(), data_problems=problems)
     form = form or default_form(current)
+    blocked = signing_blocked(ctx)
     page = render_template(
         "review.html", ctx=ctx, patient=data.patient or {}, assessment=current, form=form, preview=preview,
-        errors=list(errors), can_write=not ctx.missing_write, today=today())
+        errors=list(errors), blocked=blocked, can_write=not blocked, today=today())
     return page, status
+
+
+def signing_blocked(ctx: oauth.SmartContext) -> str | None:
+    """Why this launch may not sign (no write grant, no known prescriber), or None."""
+    if ctx.missing_write:
+        return "Signing is disabled: the EHR did not grant write access to " + ", ".join(ctx.missing_write) + "."
+    if ctx.prescriber_problem:
+        return f"Signing is disabled: {ctx.prescriber_problem}. Signing needs a prescriber identified by the EHR."
+    return None
 
 
 @bp.get("/")
@@ -195,11 +232,10 @@ def make_preview(data, problems, form: OrderForm, requester) -> Preview:
 @bp.post("/preview")
 def preview():
     ctx = smart_context()
-    check_csrf()
     data, problems = _load(ctx)
     form = OrderForm.from_request()
     try:
-        shown = make_preview(data, problems, form, ctx.fhir_user)
+        shown = make_preview(data, problems, form, ctx.prescriber)
     except InputError as err:
         return render_review(ctx, data, problems, form=form, errors=err.problems, status=400)
     return render_review(ctx, data, problems, form=form, preview=shown)
@@ -212,46 +248,45 @@ def _lock_for(key: str) -> threading.Lock:
 @bp.post("/sign")
 def sign():
     ctx = smart_context()
-    check_csrf()
     form = OrderForm.from_request()
     data, problems = _load(ctx)
-    if ctx.missing_write:
-        return render_review(ctx, data, problems, form=form, status=403, errors=[
-            "Signing is disabled: the EHR did not grant write access to " + ", ".join(ctx.missing_write) + "."])
+    blocked = signing_blocked(ctx)
+    if blocked:
+        return render_review(ctx, data, problems, form=form, status=SigningNotAllowed.status, errors=[blocked])
     try:
-        req = form.sign_request(ctx.fhir_user)
-        earlier = _already_signed(ctx.patient, req)
+        req = form.sign_request(ctx.prescriber)
+        earlier = _already_signed(ctx, req)
         if earlier:  # a resubmit after success: the order now in the chart would read as a duplicate
-            return redirect(url_for("web.done", key=earlier), code=303)
+            return redirect(url_for("web.done", key=earlier, lid=ctx.launch_id), code=303)
         plan, bundle = plan_order(data, req, as_of=today(), washout_days=_washout(), data_problems=problems)
     except (InputError, WriteRefused) as err:
         return render_review(ctx, data, problems, form=form, errors=getattr(err, "problems", [err.user_message]),
                              status=err.status)
     key = order_key(plan)
     with _lock_for(key):  # a double click waits here, then finds the first click's result
-        done = session.get(ORDERS, {}).get(key)
+        done = launches().order(ctx.launch_id, key)
         if done is None:
             try:
-                result = place_order(gateway(ctx), bundle)
+                result = place_order(gateway(), bundle)
             except FhirServerError as err:
                 session[WROTE] = True
                 return render_review(ctx, data, problems, form=form, status=err.status, errors=[
                     err.user_message, *err.diagnostics])
             session[WROTE] = True
-            session[ORDERS] = {**session.get(ORDERS, {}), key: _order_summary(plan, result, data)}
-    return redirect(url_for("web.done", key=key), code=303)
+            launches().save_order(ctx.launch_id, key, _order_summary(plan, result, data))
+    return redirect(url_for("web.done", key=key, lid=ctx.launch_id), code=303)
 
 
-def _already_signed(patient: str, req: SignRequest) -> str | None:
-    """The key of this exact signed decision if this session already wrote it."""
+def _already_signed(ctx: oauth.SmartContext, req: SignRequest) -> str | None:
+    """The key of this exact signed decision if this launch already wrote it."""
     if not req.reasons:
         return None
     try:
         steps = build_schedule(req.titration)
     except ValueError:
         return None
-    key = decision_key(patient, steps, req.titration, req.reasons)
-    return key if key in session.get(ORDERS, {}) else None
+    key = decision_key(ctx.patient, steps, req.titration, req.reasons)
+    return key if launches().order(ctx.launch_id, key) is not None else None
 
 
 def _order_summary(plan, result, data) -> dict:
@@ -270,9 +305,9 @@ def _order_summary(plan, result, data) -> dict:
 @bp.get("/done/<key>")
 def done(key: str):
     ctx = smart_context()
-    order = session.get(ORDERS, {}).get(key)
+    order = launches().order(ctx.launch_id, key)
     if order is None or order["patient"] != ctx.patient:  # never show another launch's patient
-        raise InputError("No order with that reference in this session.")
+        raise InputError("No order with that reference in this launch.")
     return render_template("done.html", order=order, ctx=ctx)
 
 
@@ -293,4 +328,10 @@ def patient_name(patient: dict) -> str:
     return "(name not recorded)"
 
 
+def patient_label(patient: dict) -> str:
+    """How every page and refusal names a patient: name and birth date."""
+    return f"{patient_name(patient)} (born {patient.get('birthDate') or 'unknown'})"
+
+
 bp.add_app_template_global(patient_name, "patient_name")
+bp.add_app_template_global(patient_label, "patient_label")

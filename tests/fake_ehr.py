@@ -1,0 +1,109 @@
+"""In-process test doubles for the web app: a fake FHIR gateway over the sample patients, and launches
+put straight into the app's store (the browser's session cookie included)."""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from itertools import count
+
+from smart_app.fhir.gateway import PatientRecord
+from smart_app.samples import load_sample
+from smart_app.smart.launches import Launches
+from smart_app.smart.store import COOKIE_NAME, new_session_id
+
+FULL_SCOPE = ("launch openid fhirUser patient/Patient.rs patient/Condition.rs patient/MedicationRequest.rs "
+              "patient/MedicationStatement.rs patient/MedicationDispense.rs patient/Medication.rs "
+              "patient/MedicationRequest.c patient/CarePlan.c patient/Provenance.c")
+PRESCRIBER = "https://ehr.example.org/fhir/Practitioner/prac-1"
+ISS = "https://ehr.example.org/fhir"
+
+
+class FakeEhr:
+    """Sample patients (dated for SAMPLE_AS_OF) behind the gateway methods the app calls; records writes."""
+
+    def __init__(self):
+        self.written: list[tuple[str, str]] = []  # (patient id, "Type/id") per created resource
+        self.gateways: list[FakeGateway] = []
+        self._ids = count(1)
+
+    def factory(self, _config, iss, token_provider):
+        gateway = FakeGateway(self, iss, token_provider)
+        self.gateways.append(gateway)
+        return gateway
+
+    def written_for(self, patient: str) -> list[str]:
+        return [ref for pid, ref in self.written if pid == patient]
+
+
+class FakeGateway:
+    def __init__(self, ehr: FakeEhr, iss: str, token_provider):
+        self.ehr, self.iss, self.token_provider = ehr, iss, token_provider
+
+    def assume_written(self) -> None:
+        pass
+
+    def supports_transaction(self) -> bool:
+        return True
+
+    def read_patient_record(self, patient_id: str) -> PatientRecord:
+        self.token_provider()
+        entries = [e["resource"] for e in load_sample(patient_id)["entry"]]
+        by_type: dict[str, list[dict]] = {t: [] for t in (
+            "MedicationStatement", "MedicationRequest", "MedicationDispense", "Condition")}
+        for resource in entries[1:]:
+            by_type.setdefault(resource["resourceType"], []).append(resource)
+        medications = {f"Medication/{m['id']}": m for m in by_type.pop("Medication", [])}
+        return PatientRecord(entries[0], by_type, medications)
+
+    def transaction(self, bundle: dict) -> dict:
+        self.token_provider()
+        subjects = [e["resource"]["subject"]["reference"] for e in bundle["entry"] if "subject" in e["resource"]]
+        owner = subjects[0].split("/")[-1]
+        response = []
+        for entry in bundle["entry"]:
+            ref = f"{entry['resource']['resourceType']}/{next(self.ehr._ids)}"
+            self.ehr.written.append((owner, ref))
+            response.append({"response": {"status": "201 Created", "location": f"{ref}/_history/1"}})
+        return {"resourceType": "Bundle", "type": "transaction-response", "entry": response}
+
+
+def browser_owner(app, client) -> str:
+    """The owner id of `client`'s server-side session, creating the session (and cookie) if needed."""
+    store = app.extensions["smart.store"]
+    cookie = client.get_cookie(COOKIE_NAME)
+    data = store.get("session:" + cookie.value) if cookie else None
+    if data is None:
+        sid, data = new_session_id(), {"bid": new_session_id(), "created": app.extensions["smart.clock"](),
+                                       "launch_ids": []}
+        store.set("session:" + sid, data, 1800)
+        client.set_cookie(COOKIE_NAME, sid)
+    return data["bid"]
+
+
+def launch(app, client, patient: str, *, fhir_user: str | None = PRESCRIBER, scope: str = FULL_SCOPE) -> str:
+    """A completed launch of `patient` in `client`'s browser; returns its launch id."""
+    context = {"iss": ISS, "launch_mode": "ehr", "config": {"token_endpoint": "https://ehr.example.org/token"},
+               "access_token": "at-" + new_session_id(), "refresh_token": None, "expires_at": time.time() + 3600,
+               "scope": scope, "patient": patient, "encounter": None, "need_patient_banner": True,
+               "fhir_user": fhir_user, "sub": "user-1"}
+    launches = Launches(app.extensions["smart.store"], browser_owner(app, client), app.config,
+                        clock=app.extensions["smart.clock"])
+    return launches.create(context)
+
+
+def form_fields(page: str, form_id: str) -> list[tuple[str, str]]:
+    """The fields a browser would submit from form `form_id` (checked boxes, selected options)."""
+    form = re.search(rf'<form[^>]*id="{form_id}".*?</form>', page, re.S).group(0)
+    fields = []
+    for tag in re.findall(r"<input[^>]*>", form):
+        name = re.search(r'name="([^"]+)"', tag)
+        value = re.search(r'value="([^"]*)"', tag)
+        kind = re.search(r'type="([^"]+)"', tag)
+        if not name or (kind and kind.group(1) == "checkbox" and "checked" not in tag):
+            continue
+        fields.append((name.group(1), html.unescape(value.group(1)) if value else ""))
+    for name, body in re.findall(r'<select[^>]*name="([^"]+)"[^>]*>(.*?)</select>', form, re.S):
+        fields.append((name, re.search(r'<option value="([^"]+)"[^>]*selected', body).group(1)))
+    return fields
