@@ -71,8 +71,8 @@ def test_a_read_refused_with_401_or_403_gives_cannot_determine_naming_the_type(s
 
 
 def test_the_launch_context_counts_a_filtered_grant_as_missing_read():
-    ctx = SmartContext.from_stored({
-        "iss": "https://ehr.example/fhir", "patient": "p1", "launch_mode": "ehr", "expires_at": 0,
+    ctx = SmartContext.from_stored("launch-1", {
+        "iss": "https://ehr.example/fhir", "patient": "p1", "launch_mode": "ehr", "expires_at": 0, "csrf": "c",
         "scope": " ".join(full_grant(True)[:2] + ["patient/MedicationRequest.rs?status=active"]
                           + full_grant(True)[3:])})
     assert ctx.missing_read == ("MedicationRequest",)

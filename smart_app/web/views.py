@@ -100,7 +100,7 @@ def check_post() -> None:
 
 def launched_patient_label(ctx: oauth.SmartContext) -> str:
     """Name and birth date of the launch's patient, read from the EHR (its id when unreadable)."""
-    data, problems = read_patient(gateway(), ctx.patient)
+    data, problems = _load(ctx)
     return patient_label(data.patient) if data.patient and not problems else f"Patient/{ctx.patient}"
 
 
