@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -52,14 +53,25 @@ def print_assessment(a: Assessment, out) -> None:
 
 
 def cmd_assess(args) -> int:
+    for a in _assessments(args):
+        if args.json:
+            print(json.dumps(assessment_to_json(a)))
+        else:
+            print_assessment(a, sys.stdout)
+    return EXIT_OK
+
+
+def _assessments(args) -> Iterator[Assessment]:
+    if args.server or args.patient:
+        from .cli_server import assess_on_server
+
+        yield assess_on_server(args)
+        return
+    if not args.files:
+        raise InputError("give Bundle FILEs, or --server BASE --patient ID")
     for path in args.files:
         for data in read_bundle_file(path).values():
-            a = assess_data(data, as_of=args.as_of, washout_days=args.washout_days)
-            if args.json:
-                print(json.dumps(assessment_to_json(a)))
-            else:
-                print_assessment(a, sys.stdout)
-    return EXIT_OK
+            yield assess_data(data, as_of=args.as_of, washout_days=args.washout_days)
 
 
 def cmd_plan(args) -> int:
@@ -85,8 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ldn-app", description="Low-dose naltrexone decision support (SMART on FHIR)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    a = sub.add_parser("assess", help="assess every patient in FHIR Bundle files")
-    a.add_argument("files", nargs="+", metavar="FILE")
+    a = sub.add_parser("assess", help="assess every patient in FHIR Bundle files, or one patient on a FHIR server")
+    a.add_argument("files", nargs="*", metavar="FILE")
+    a.add_argument("--server", metavar="BASE", help="read the patient from this FHIR base instead of files")
+    a.add_argument("--patient", metavar="ID", help="with --server: the Patient id")
+    a.add_argument("--token-file", metavar="F", help="with --server: a file holding a bearer access token")
     a.add_argument("--as-of", type=_date, default=date.today(), help="assessment date (default today)")
     a.add_argument("--washout-days", type=int, default=10, help="opioid-free days needed, 7-10 (default 10)")
     a.add_argument("--json", action="store_true", help="one JSON object per patient per line")

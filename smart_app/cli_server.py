@@ -1,4 +1,4 @@
-"""CLI commands that talk to a live FHIR server: `ldn-app load`."""
+"""CLI commands that talk to a live FHIR server: `ldn-app load`, and `ldn-app assess --server`."""
 
 from __future__ import annotations
 
@@ -42,3 +42,33 @@ def cmd_load(args) -> int:
         return EXIT_REFUSED
     print(f"done: {created} resources created, {updated} updated")
     return EXIT_OK
+
+
+def assess_on_server(args, session=None):
+    """The assessment of `args.patient` read from `args.server`, as the web app reads it."""
+    from .config import from_environment
+    from .errors import InputError
+    from .fhir.gateway import FhirGateway
+    from .services import assess_patient
+
+    if not (args.server and args.patient) or args.files:
+        raise InputError("--server and --patient go together, without FILEs")
+    token = _read_token(args.token_file) if args.token_file else None
+    gateway = FhirGateway.from_config(from_environment(), args.server, (lambda: token) if token else None,
+                                      session=session)
+    assessment, _ = assess_patient(gateway, args.patient, as_of=args.as_of, washout_days=args.washout_days)
+    return assessment
+
+
+def _read_token(path: str) -> str:
+    from pathlib import Path
+
+    from .errors import UnreadableInput
+
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UnreadableInput(f"{path}: the token file cannot be read") from exc
+    if not token or any(ch.isspace() for ch in token):
+        raise UnreadableInput(f"{path}: does not hold one bearer token")
+    return token

@@ -22,15 +22,15 @@ pytestmark = pytest.mark.live
 LDN_APP = str(Path(sys.executable).with_name("ldn-app"))
 
 
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[0]
         try:
-            if requests.get(url, timeout=2).status_code < 500:
+            if requests.get(url, timeout=5).status_code < 500:
                 return
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or bound but still loading (the socket accepts before it serves)
         time.sleep(0.2)
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
