@@ -8,5 +8,5 @@ COPY fhir_profiles ./fhir_profiles
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 ldn
 USER ldn
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/.well-known/jwks.json', timeout=4)" || exit 1
+HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)" || exit 1
 CMD ["ldn-app", "serve", "--host", "0.0.0.0", "--port", "8000"]

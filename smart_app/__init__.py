@@ -24,12 +24,13 @@ def create_app(config: dict | None = None) -> Flask:
 
     from .fhir.gateway import FhirGateway
     from .smart import blueprint as smart
-    from .web import views
+    from .web import health, views
 
     smart.init_app(app)
     app.extensions["gateway_factory"] = FhirGateway.from_config  # (config, iss, token_provider) -> gateway
     app.register_blueprint(smart.bp)
     app.register_blueprint(views.bp)
+    app.register_blueprint(health.bp)
     _error_pages(app)
     app.after_request(views.security_headers)
     return app

@@ -47,6 +47,16 @@ def read_patient(gateway, patient_id: str, *, unreadable_types: Iterable[str] = 
     return patient_data(patient_id, record.patient, resources, record.medications), granted
 
 
+def fhir_base_problem(gateway) -> str | None:
+    """None when the server's CapabilityStatement can be read, else what went wrong (for /readyz)."""
+    try:
+        gateway.capabilities()
+    except AppError as exc:
+        log.warning("FHIR base %s not ready: %s", gateway.base_url, type(exc).__name__)
+        return exc.detail
+    return None
+
+
 def _read_problem(exc: FhirServerError) -> str:
     """Plain words for a failed read; a refusal (401/403) names the read, hence the record type."""
     if isinstance(exc, FhirAuthError):
