@@ -219,3 +219,44 @@ def test_no_token_reaches_the_browser(driver, own_sandbox):
     assert tokens, "the sandbox issued no tokens?"
     leaks = [t[:6] + "..." for t in tokens if any(t in s for s in seen)]
     assert not leaks, f"issued tokens visible in the browser: {leaks}"
+
+
+def test_two_tabs_signing_patient_a_after_launching_patient_b_in_another_tab_never_writes_to_b(driver, own_sandbox):
+    """Issue 7's failure: preview A in tab 1, launch B in tab 2 (same browser, same cookie), Sign in tab 1."""
+    sandbox, patient_a, patient_b = own_sandbox, "ldn-crps", "ldn-ms"
+    before_b = {t: len(upstream_search(sandbox, t, patient_b)) for t in ("MedicationRequest", "CarePlan")}
+    ehr_launch(driver, sandbox, patient_a)
+    tab_a = driver.current_window_handle
+    preview(driver)
+    sign_button = wait_for(driver, "#sign-button")
+    born = text_of(driver, "#patient-birth-date").removeprefix("Born ")
+    assert f"James Okafor (born {born})" in sign_button.text, sign_button.text
+
+    driver.switch_to.new_window("tab")
+    driver.get(f"{sandbox.ehr_url}/")  # no cookie is deleted: one browser, two launches
+    wait_for(driver, f"button[aria-label^='EHR launch for '][aria-label$='({patient_b})']").click()
+    WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.ID, "decision"))
+    assert "Karen Lindqvist" in text_of(driver, "header.banner")
+
+    driver.switch_to.window(tab_a)
+    assert "James Okafor" in text_of(driver, "#preview-patient")
+    old = driver.find_element(By.ID, "sign-form")
+    driver.find_element(By.ID, "sign-button").click()
+    WebDriverWait(driver, WAIT).until(ec.staleness_of(old))
+    wait_for(driver, "#written")
+    assert urlsplit(driver.current_url).path.startswith("/done/"), driver.current_url
+    banner = text_of(driver, "header.banner")
+    assert "James Okafor" in banner and f"Patient/{patient_a}" in banner and "Lindqvist" not in banner
+    screenshot(driver, "two-tabs-done")
+
+    # straight to sekmet: A's order is in A's chart, B's chart has nothing new
+    refs = {t: text_of(driver, f"#ref-{t}") for t in ("MedicationRequest", "CarePlan")}
+    for rtype, ref in refs.items():
+        mine = ours(upstream_search(sandbox, rtype, patient_a))
+        assert [f"{rtype}/{r['id']}" for r in mine] == [ref]
+        assert mine[0]["subject"]["reference"] == f"Patient/{patient_a}"
+    after_b = {t: len(upstream_search(sandbox, t, patient_b)) for t in ("MedicationRequest", "CarePlan")}
+    assert after_b == before_b and ours(upstream_search(sandbox, "MedicationRequest", patient_b)) == []
+    assert ours(upstream_search(sandbox, "CarePlan", patient_b)) == []
+    driver.close()
+    driver.switch_to.window(driver.window_handles[0])
