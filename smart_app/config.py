@@ -28,7 +28,10 @@ DEFAULTS: dict[str, object] = {
     "DEFAULT_ISS": "",  # standalone launch: the FHIR base used when /launch gets no iss (must be allowed)
     "LAUNCH_TTL_SECONDS": 600,  # how long a pending launch (state + PKCE verifier) stays usable
     "TOKEN_REFRESH_MARGIN_SECONDS": 60,  # refresh the access token this long before it expires
-    "FHIR_MAX_PAGES": 50,  # search paging safety cap per search; exceeding it is an error
+    "FHIR_READ_DEADLINE": 20.0,  # seconds for all FHIR reads of one page, retries included; then cannot-determine
+    "FHIR_PAGE_SIZE": 1000,  # _count asked for on every search (servers cap it themselves)
+    "FHIR_MAX_ENTRIES": 20_000,  # search entries one patient record may hold; more is cannot-determine
+    "FHIR_MAX_PAGE_ENTRIES": 10_000,  # entries one search page may hold; more is cannot-determine
     "FHIR_MAX_WORKERS": 5,  # concurrent searches when reading a patient record
     "FHIR_RETRY_MAX_WAIT": 10.0,  # cap (seconds) on a Retry-After / backoff wait between GET retries
 }

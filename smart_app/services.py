@@ -36,7 +36,7 @@ def unreadable_type_problems(types: Iterable[str]) -> tuple[str, ...]:
 
 def read_patient(gateway, patient_id: str, *, unreadable_types: Iterable[str] = ()
                  ) -> tuple[PatientData, tuple[str, ...]]:
-    """Everything the rules need from the EHR; a read failure or a partial grant is a data problem."""
+    """What the rules need from the EHR; a failed read, partial grant or unreadable entry is a data problem."""
     granted = unreadable_type_problems(unreadable_types)
     try:
         record = gateway.read_patient_record(patient_id)
@@ -44,7 +44,9 @@ def read_patient(gateway, patient_id: str, *, unreadable_types: Iterable[str] = 
         log.warning("patient record read failed for Patient/%s: %s", patient_id, type(exc).__name__)
         return PatientData(patient_id), (*granted, _read_problem(exc))
     resources = [r for rs in record.resources.values() for r in rs]
-    return patient_data(patient_id, record.patient, resources, record.medications), granted
+    data = patient_data(patient_id, record.patient, resources, record.medications)
+    data.warnings = record.warnings
+    return data, (*granted, *record.problems)
 
 
 def fhir_base_problem(gateway) -> str | None:

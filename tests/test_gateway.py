@@ -74,14 +74,19 @@ def test_included_resources_are_kept_aside_from_the_results(rsps, gateway):
     medication = {"resourceType": "Medication", "id": "m1"}
     request = {"resourceType": "MedicationRequest", "id": "r1", "medicationReference": {"reference": "Medication/m1"}}
     rsps.get(f"{BASE}/MedicationRequest", json=bundle(match(request), include(medication)))
-    result = gateway.search_with_includes("MedicationRequest", {"patient": "p1"})
+    result = gateway.search_with_includes("MedicationRequest",
+                                          {"patient": "p1", "_include": "MedicationRequest:medication"})
     assert result.matches == [request] and result.included == {"Medication/m1": medication}
+    assert result.unreadable == []
 
 
-def test_entries_without_a_search_mode_are_sorted_by_resource_type(rsps, gateway):
+def test_entries_without_a_search_mode_are_sorted_by_resource_type_and_a_stray_type_is_unreadable(rsps, gateway):
     rsps.get(f"{BASE}/Condition", json=bundle({"resource": condition("c1")},
                                               {"resource": {"resourceType": "Patient", "id": "p1"}}))
-    assert [c["id"] for c in gateway.search("Condition", {})] == ["c1"]
+    result = gateway.search_with_includes("Condition", {})
+    assert [c["id"] for c in result.matches] == ["c1"]
+    assert result.unreadable == ["search Condition page 1, entry 2: Patient/p1 has search mode None, "
+                                 "not match, include or outcome"]
 
 
 @pytest.mark.parametrize("foreign", [
@@ -106,11 +111,30 @@ def test_a_relative_next_link_is_resolved_against_the_base(rsps, gateway):
     assert len(gateway.search("Condition", {})) == 2
 
 
-def test_more_pages_than_the_cap_is_an_error_not_a_partial_list(rsps, sleeps):
-    gateway = FhirGateway(BASE, lambda: TOKEN, max_pages=2, sleep=sleeps.append)
+def test_more_entries_than_the_total_cap_over_several_pages_is_an_error_naming_the_cap(rsps, sleeps):
+    gateway = FhirGateway(BASE, lambda: TOKEN, max_entries=2, sleep=sleeps.append)
     rsps.get(f"{BASE}/Condition", json=bundle(match(condition("c1")), next_url=f"{BASE}?_getpages=a&o=1"))
     rsps.get(f"{BASE}?_getpages=a&o=1", json=bundle(match(condition("c2")), next_url=f"{BASE}?_getpages=a&o=2"))
-    with pytest.raises(FhirServerError, match="more than 2 pages"):
+    rsps.get(f"{BASE}?_getpages=a&o=2", json=bundle(match(condition("c3"))))
+    with pytest.raises(FhirServerError) as caught:
+        gateway.search("Condition", {})
+    assert "more than 2 search entries" in caught.value.user_message
+    assert "LDN_FHIR_MAX_ENTRIES" in caught.value.user_message
+
+
+def test_a_page_longer_than_the_per_page_cap_is_refused_whole(rsps, sleeps):
+    gateway = FhirGateway(BASE, lambda: TOKEN, max_page_entries=2, sleep=sleeps.append)
+    rsps.get(f"{BASE}/Condition", json=bundle(*(match(condition(f"c{i}")) for i in range(3))))
+    with pytest.raises(FhirServerError) as caught:
+        gateway.search("Condition", {})
+    assert "3 entries, more than the 2 allowed per page" in caught.value.user_message
+
+
+def test_a_next_link_that_repeats_an_earlier_page_ends_the_search_with_an_error(rsps, gateway):
+    loop = f"{BASE}?_getpages=a&o=1"
+    rsps.get(f"{BASE}/Condition", json=bundle(match(condition("c1")), next_url=loop))
+    rsps.get(loop, json=bundle(match(condition("c2")), next_url=loop))
+    with pytest.raises(FhirServerError, match="repeats"):
         gateway.search("Condition", {})
 
 
@@ -224,7 +248,7 @@ def med_use(resource_type, rid, reference):
 def register_record(rsps, *, condition_status=200):
     rsps.get(f"{BASE}/metadata", json=capability_statement())
     rsps.get(f"{BASE}/Patient/p1", json={"resourceType": "Patient", "id": "p1"})
-    common = {"patient": "p1", "_count": "100"}
+    common = {"patient": "p1", "_count": "1000"}
     rsps.get(f"{BASE}/MedicationStatement", match=query({**common, "_include": "MedicationStatement:medication"}),
              json=bundle(match(med_use("MedicationStatement", "s1", "Medication/m1")),
                          include({"resourceType": "Medication", "id": "m1"})))
@@ -263,6 +287,7 @@ def test_any_failed_part_of_the_patient_record_fails_the_whole_read(rsps, gatewa
     rsps.get(f"{BASE}/MedicationRequest", json=bundle())
     rsps.get(f"{BASE}/MedicationDispense", json=bundle())
     rsps.get(f"{BASE}/Condition", status=403, json=outcome("no Condition scope"))
+    rsps.assert_all_requests_are_fired = False  # the read stops at the first failure
     with pytest.raises(FhirAuthError):
         gateway.read_patient_record("p1")
 

@@ -2,9 +2,20 @@
 
 Written on `requests` rather than fhirclient's FHIRServer because the latter sets no timeouts,
 follows a paging `next` link to whatever host it names (with our token), has no retry policy
-and raises bare Exceptions. Here every request has (connect, read) timeouts; GETs retry on
-429/502/503/504 and connection errors with exponential backoff honouring Retry-After; writes
-never retry; HTTP failures become the typed errors of smart_app.errors in `_checked` only.
+and raises bare Exceptions. Here every request has (connect, read) timeouts; writes never
+retry; HTTP failures become the typed errors of smart_app.errors in `_checked` only.
+
+Bounded time: all reads of one page share one deadline (LDN_FHIR_READ_DEADLINE). GETs retry on
+429/502/503/504 and connection errors with exponential backoff honouring Retry-After, each
+attempt's timeouts cut to the time left, and a wait that would pass the deadline ends the read
+at once. The concurrent record read returns at the deadline even if a server trickles bytes.
+urllib3's `Retry` is not used for this: its backoff and Retry-After sleeps and its per-attempt
+timeouts know nothing of a deadline shared by several requests, so fitting it would mean
+overriding its internals (`new`, `sleep`, `is_exhausted`) - more code than the loop in `_request`.
+
+Every search entry is accounted for (`_sort_entry`): a match of the searched type, an include of
+a type asked for, an OperationOutcome (warnings kept to show, errors reported), or unreadable
+with its reason. Entries are capped per page and per record; past a cap the read fails, naming it.
 """
 
 from __future__ import annotations
@@ -17,7 +28,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urljoin, urlsplit
@@ -42,48 +53,85 @@ WRITE_UNCERTAIN = ("The EHR did not answer in time, so the order may or may not 
 
 @dataclass
 class SearchResult:
-    """`match` entries of every page, and `include` entries keyed "Type/id"."""
+    """What a search returned, every entry accounted for: matches, includes, unreadable, warnings."""
 
     matches: list[dict] = field(default_factory=list)
     included: dict[str, dict] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)  # one line per entry that could not be used
+    warnings: list[str] = field(default_factory=list)  # OperationOutcome warnings/information to show
+
+    def merge(self, other: SearchResult) -> None:
+        self.matches.extend(other.matches)
+        self.included.update(other.included)
+        self.unreadable.extend(other.unreadable)
+        self.warnings.extend(other.warnings)
 
 
 @dataclass
 class PatientRecord:
-    """Everything the assessment reads for one patient. Complete, or not returned at all."""
+    """Everything the assessment reads for one patient, with every entry that could not be used.
+
+    `problems` (unreadable entries, server errors in `outcome` entries) each make the decision
+    cannot-determine; `warnings` (OperationOutcome warnings in the searches) are shown as they are.
+    """
 
     patient: dict
     resources: dict[str, list[dict]]  # MedicationStatement, MedicationRequest, MedicationDispense, Condition
     medications: dict[str, dict]  # reference as written (and "Medication/<id>") -> Medication
+    problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+class _EntryBudget:
+    """The total number of entries one record read may take in, shared by its concurrent searches."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self._lock = limit, 0, threading.Lock()
+
+    def spend(self, count: int, what: str) -> None:
+        with self._lock:
+            self.used += count
+            over = self.used > self.limit
+        if over:
+            raise FhirServerError(f"{what}: over {self.limit} entries in all", user_message=(
+                f"the record holds more than {self.limit:,} search entries (LDN_FHIR_MAX_ENTRIES), "
+                "so it was not read completely"))
 
 
 class FhirGateway:
-    """FHIR REST client bound to one base URL and one token provider."""
+    """FHIR REST client bound to one base URL and one token provider; one gateway serves one page."""
 
     def __init__(self, base_url: str, token_provider: Callable[[], str] | None, *,
                  session: requests.Session | None = None, connect_timeout: float = 5, read_timeout: float = 30,
-                 retries: int = 3, max_workers: int = 5, max_pages: int = 50, max_retry_wait: float = 10.0,
+                 read_deadline: float = 20.0, retries: int = 3, max_workers: int = 5, page_size: int = 1000,
+                 max_entries: int = 20_000, max_page_entries: int = 10_000, max_retry_wait: float = 10.0,
                  backoff: float = 0.5, sleep: Callable[[float], None] = time.sleep):
         self.base_url = base_url.rstrip("/")
         self._base = urlsplit(self.base_url)
         self._token_provider = token_provider
         self.http = session or requests.Session()
         self.timeout = (connect_timeout, read_timeout)
-        self.retries, self.max_workers, self.max_pages = retries, max_workers, max_pages
+        self.read_deadline = read_deadline
+        self.retries, self.max_workers, self.page_size = retries, max_workers, page_size
+        self.max_entries, self.max_page_entries = max_entries, max_page_entries
         self.max_retry_wait, self.backoff, self._sleep = max_retry_wait, backoff, sleep
         self._written = threading.Event()
+        self._deadline: float | None = None
         self._capabilities: dict | None = None
         self._capabilities_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: Mapping, base_url: str, token_provider: Callable[[], str] | None, *,
                     session: requests.Session | None = None) -> FhirGateway:
-        """A gateway with timeouts, retries and limits from the app config (FHIR_* keys)."""
+        """A gateway with timeouts, deadline, retries and limits from the app config (FHIR_* keys)."""
         return cls(base_url, token_provider, session=session,
                    connect_timeout=float(config.get("FHIR_CONNECT_TIMEOUT", 5)),
                    read_timeout=float(config.get("FHIR_READ_TIMEOUT", 30)),
+                   read_deadline=float(config.get("FHIR_READ_DEADLINE", 20)),
                    retries=int(config.get("FHIR_RETRIES", 3)), max_workers=int(config.get("FHIR_MAX_WORKERS", 5)),
-                   max_pages=int(config.get("FHIR_MAX_PAGES", 50)),
+                   page_size=int(config.get("FHIR_PAGE_SIZE", 1000)),
+                   max_entries=int(config.get("FHIR_MAX_ENTRIES", 20_000)),
+                   max_page_entries=int(config.get("FHIR_MAX_PAGE_ENTRIES", 10_000)),
                    max_retry_wait=float(config.get("FHIR_RETRY_MAX_WAIT", 10.0)))
 
     def assume_written(self) -> None:
@@ -96,7 +144,8 @@ class FhirGateway:
         """The server's CapabilityStatement (fetched once per gateway)."""
         with self._capabilities_lock:
             if self._capabilities is None:
-                response = self._request("GET", self.base_url + "/metadata", token=self._token(), what="metadata")
+                response = self._request("GET", self.base_url + "/metadata", token=self._token(), what="metadata",
+                                         deadline=self._reads_deadline())
                 self._capabilities = self._json(response, "metadata", expect="CapabilityStatement")
             return self._capabilities
 
@@ -128,44 +177,67 @@ class FhirGateway:
         return self.search_with_includes(resource_type, params).matches
 
     def search_with_includes(self, resource_type: str, params: Mapping[str, str]) -> SearchResult:
-        """Like `search`, keeping `_include`d resources aside."""
-        return self._search(resource_type, params, self._token())
+        """Like `search`, keeping `_include`d resources, unreadable entries and warnings aside."""
+        return self._search(resource_type, params, self._token(), _EntryBudget(self.max_entries))
 
     def read_patient_record(self, patient_id: str) -> PatientRecord:
-        """Patient, medication use, conditions and referenced Medications - all of it, or an error."""
+        """Patient, medication use, conditions and referenced Medications - all of it, or an error.
+
+        Every search entry is read or listed in `problems`; all of it happens within the read deadline.
+        """
         if not _FHIR_ID.match(patient_id or ""):
             raise FhirServerError("patient id is not a FHIR id", user_message=INCOMPLETE)
         token = self._token()  # once, on the caller's thread: workers never touch the session
+        budget = _EntryBudget(self.max_entries)
         jobs: dict[str, Callable[[], object]] = {"Patient": lambda: self._read("Patient", patient_id, token)}
         for resource_type in SEARCHED_TYPES:
-            jobs[resource_type] = self._search_job(resource_type, patient_id, token)
+            jobs[resource_type] = self._search_job(resource_type, patient_id, token, budget)
         results = self._run_all(jobs)
         searches: dict[str, SearchResult] = {t: results[t] for t in SEARCHED_TYPES}
+        found = SearchResult()
+        for search in searches.values():
+            found.included.update(search.included)
+            found.unreadable.extend(search.unreadable)
+            found.warnings.extend(search.warnings)
         resources = {t: searches[t].matches for t in SEARCHED_TYPES}
-        included = {k: v for s in searches.values() for k, v in s.included.items()}
-        medications = self._medications(resources, included, token)
-        logger.info("read record of Patient/%s: %s", patient_id,
-                    ", ".join(f"{t}={len(resources[t])}" for t in SEARCHED_TYPES))
-        return PatientRecord(patient=results["Patient"], resources=resources, medications=medications)
+        medications = self._run_all({"Medication": lambda: self._medications(resources, found, token, budget)})
+        logger.info("read record of Patient/%s: %s; %d unreadable entries", patient_id,
+                    ", ".join(f"{t}={len(resources[t])}" for t in SEARCHED_TYPES), len(found.unreadable))
+        return PatientRecord(patient=results["Patient"], resources=resources, medications=medications["Medication"],
+                             problems=_summarised(found.unreadable), warnings=tuple(dict.fromkeys(found.warnings)))
 
-    def _search_job(self, resource_type: str, patient_id: str, token: str | None) -> Callable[[], SearchResult]:
-        params = {"patient": patient_id, "_count": "100"}
+    def _search_job(self, resource_type: str, patient_id: str, token: str | None,
+                    budget: _EntryBudget) -> Callable[[], SearchResult]:
+        params = {"patient": patient_id, "_count": str(self.page_size)}
         include = f"{resource_type}:medication"
         if resource_type in MEDICATION_USE_TYPES and self.supports_include(include):
             params["_include"] = include
-        return lambda: self._search(resource_type, params, token)
+        return lambda: self._search(resource_type, params, token, budget)
 
     def _run_all(self, jobs: dict[str, Callable[[], object]]) -> dict[str, object]:
-        """Run jobs concurrently; the first failure (in job order) is raised, the rest cancelled."""
+        """Run jobs concurrently within the read deadline; the first failure (in job order) is raised.
+
+        At the deadline the page gets its answer (FhirUnavailable) even if a server still trickles
+        bytes: the workers are left to end on their own timeouts and deadline checks.
+        """
+        deadline = self._reads_deadline()
         pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="fhir")
         try:
             futures = {name: pool.submit(job) for name, job in jobs.items()}
+            done, pending = wait(futures.values(), timeout=max(0.0, deadline - time.monotonic()),
+                                 return_when=FIRST_EXCEPTION)
+            for future in futures.values():
+                if future in done and future.exception() is not None:
+                    raise future.exception()  # type: ignore[misc]
+            if pending:
+                raise _past_deadline(f"read {', '.join(n for n, f in futures.items() if f in pending)}",
+                                     self.read_deadline)
             return {name: future.result() for name, future in futures.items()}
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)
 
-    def _medications(self, resources: dict[str, list[dict]], included: dict[str, dict],
-                     token: str | None) -> dict[str, dict]:
+    def _medications(self, resources: dict[str, list[dict]], found: SearchResult, token: str | None,
+                     budget: _EntryBudget) -> dict[str, dict]:
         """Resolve every medicationReference: contained ones are left to the parser."""
         wanted: dict[str, list[str]] = {}  # "Medication/<id>" -> references as written
         for resource_type in MEDICATION_USE_TYPES:
@@ -173,17 +245,19 @@ class FhirGateway:
                 reference = (resource.get("medicationReference") or {}).get("reference")
                 if isinstance(reference, str) and reference and not reference.startswith("#"):
                     wanted.setdefault(self._local_reference(reference, "Medication"), []).append(reference)
-        found = {key: included[key] for key in wanted if key in included}
-        missing = sorted(set(wanted) - set(found))
+        medications = {key: found.included[key] for key in wanted if key in found.included}
+        missing = sorted(set(wanted) - set(medications))
         if missing:
             ids = [key.split("/", 1)[1] for key in missing]
-            fetched = self._search("Medication", {"_id": ",".join(ids), "_count": str(len(ids))}, token)
-            found.update({f"Medication/{m.get('id')}": m for m in fetched.matches})
-        unresolved = set(wanted) - set(found)
+            fetched = self._search("Medication", {"_id": ",".join(ids), "_count": str(len(ids))}, token, budget)
+            found.unreadable.extend(fetched.unreadable)
+            found.warnings.extend(fetched.warnings)
+            medications.update({f"Medication/{m.get('id')}": m for m in fetched.matches})
+        unresolved = set(wanted) - set(medications)
         if unresolved:
             raise FhirServerError(f"{len(unresolved)} referenced Medication resources not found",
                                   user_message=INCOMPLETE)
-        return {ref: found[key] for key, refs in wanted.items() for ref in (key, *refs)}
+        return {ref: medications[key] for key, refs in wanted.items() for ref in (key, *refs)}
 
     def _local_reference(self, reference: str, expected_type: str) -> str:
         """ "Type/id" for a relative or same-server absolute reference (history suffix dropped)."""
@@ -199,24 +273,31 @@ class FhirGateway:
         if not _FHIR_ID.match(resource_id or ""):
             raise FhirServerError(f"{resource_type} id is not a FHIR id", user_message=INCOMPLETE)
         what = f"read {resource_type}/{resource_id}"
-        response = self._request("GET", f"{self.base_url}/{resource_type}/{resource_id}", token=token, what=what)
+        response = self._request("GET", f"{self.base_url}/{resource_type}/{resource_id}", token=token, what=what,
+                                 deadline=self._reads_deadline())
         return self._json(response, what, expect=resource_type)
 
-    def _search(self, resource_type: str, params: Mapping[str, str] | None, token: str | None) -> SearchResult:
+    def _search(self, resource_type: str, params: Mapping[str, str] | None, token: str | None,
+                budget: _EntryBudget) -> SearchResult:
+        """Every page of one search, following `next` as given; each page's entries sorted as it arrives."""
         _check_type(resource_type)
+        includes = _included_types(params)
         url, query, result = f"{self.base_url}/{resource_type}", dict(params or {}), SearchResult()
+        seen: set[str] = set()
         for page in itertools.count(1):
             what = f"search {resource_type} page {page}"
-            bundle = self._json(self._request("GET", url, params=query, token=token, what=what), what,
-                                expect="Bundle")
-            _collect(bundle, resource_type, result)
+            bundle = self._json(self._request("GET", url, params=query, token=token, what=what,
+                                              deadline=self._reads_deadline()), what, expect="Bundle")
+            entries = _entries(bundle, what, self.max_page_entries)
+            budget.spend(len(entries), what)
+            _sort_page(entries, resource_type, includes, what, result)
             next_url = _next_link(bundle)
             if next_url is None:
                 return result
-            if page >= self.max_pages:
-                raise FhirServerError(f"search {resource_type} has more than {self.max_pages} pages",
-                                      user_message=INCOMPLETE)
             url, query = self._same_server_url(next_url), None  # followed as given: opaque cursors
+            if url in seen:
+                raise FhirServerError(f"{what}: the next link repeats an earlier page", user_message=INCOMPLETE)
+            seen.add(url)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _same_server_url(self, link: str) -> str:
@@ -280,7 +361,7 @@ class FhirGateway:
         if resource_type not in ENTERED_IN_ERROR_TYPES:
             raise ValueError(f"{resource_type} cannot be marked entered-in-error; delete it instead")
         url, what = f"{self.base_url}/{resource_type}/{resource_id}", f"{resource_type}/{resource_id}"
-        response = self._request("GET", url, token=self._token(), what=f"read {what}")
+        response = self._request("GET", url, token=self._token(), what=f"read {what}", deadline=None)  # an undo
         resource = {**self._json(response, f"read {what}", expect=resource_type), "status": "entered-in-error"}
         version = (resource.get("meta") or {}).get("versionId")
         etag = response.headers.get("ETag") or (f'W/"{version}"' if version else None)
@@ -294,37 +375,53 @@ class FhirGateway:
         self._written.set()  # even a failed write may have landed: stop trusting cached reads
         extra = {"Content-Type": FHIR_JSON, "Prefer": "return=representation"} if body is not None else {}
         return self._request(method, url, body=None if body is None else json.dumps(body),
-                             headers={**extra, **(headers or {})}, token=token, what=what)
+                             headers={**extra, **(headers or {})}, token=token, what=what, deadline=None)
 
     # --- HTTP ----------------------------------------------------------------------------
 
     def _token(self) -> str | None:
         return self._token_provider() if self._token_provider else None
 
+    def _reads_deadline(self) -> float:
+        """The one deadline of this page's reads: it starts with the gateway's first read."""
+        if self._deadline is None:
+            self._deadline = time.monotonic() + self.read_deadline
+        return self._deadline
+
     def _request(self, method: str, url: str, *, params: Mapping | None = None, body: str | None = None,
-                 headers: Mapping | None = None, token: str | None, what: str) -> requests.Response:
-        """One logical request with timeouts; GETs retried; the response is checked by `_checked`."""
+                 headers: Mapping | None = None, token: str | None, what: str,
+                 deadline: float | None) -> requests.Response:
+        """One logical request with timeouts; GETs retried within `deadline`; the response checked by `_checked`."""
         attempts = 1 + (self.retries if method == "GET" else 0)
         sent = self._headers(method, token, headers)
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
                 response = self.http.request(method, url, params=params, data=body, headers=sent,
-                                             timeout=self.timeout, allow_redirects=False)
+                                             timeout=self._timeout(deadline, what), allow_redirects=False)
             except (requests.ConnectionError, requests.Timeout) as err:
-                if last:
-                    raise _unavailable(method, what, err) from None
+                if last or _expired(deadline):
+                    raise _unavailable(method, what, err, deadline, self.read_deadline) from None
                 logger.info("%s: %s, retrying", what, type(err).__name__)
-                self._wait(attempt, None)
+                self._wait(attempt, None, deadline, what)
                 continue
             except requests.RequestException as err:
-                raise _unavailable(method, what, err) from None
+                raise _unavailable(method, what, err, deadline, self.read_deadline) from None
             if response.status_code in RETRY_STATUSES and not last:
                 logger.info("%s -> %s, retrying", what, response.status_code)
-                self._wait(attempt, response.headers.get("Retry-After"))
+                self._wait(attempt, response.headers.get("Retry-After"), deadline, what)
                 continue
             return self._checked(response, what)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _timeout(self, deadline: float | None, what: str) -> tuple[float, float]:
+        """(connect, read) timeouts, shortened to what is left before the deadline."""
+        if deadline is None:
+            return self.timeout
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _past_deadline(what, self.read_deadline)
+        return min(self.timeout[0], left), min(self.timeout[1], left)
 
     def _headers(self, method: str, token: str | None, extra: Mapping | None) -> dict:
         headers = {"Accept": FHIR_JSON}
@@ -335,11 +432,15 @@ class FhirGateway:
         headers.update(extra or {})
         return headers
 
-    def _wait(self, attempt: int, retry_after: str | None) -> None:
+    def _wait(self, attempt: int, retry_after: str | None, deadline: float | None, what: str) -> None:
+        """Back off (or wait as Retry-After asks, capped); give up now if that would pass the deadline."""
         delay = _retry_after_seconds(retry_after)
         if delay is None:
             delay = self.backoff * (2 ** attempt)
-        self._sleep(min(delay, self.max_retry_wait))
+        delay = min(delay, self.max_retry_wait)
+        if deadline is not None and time.monotonic() + delay >= deadline:
+            raise _past_deadline(what, self.read_deadline)
+        self._sleep(delay)
 
     @staticmethod
     def _checked(response: requests.Response, what: str) -> requests.Response:
@@ -369,10 +470,22 @@ class FhirGateway:
         return body
 
 
-def _unavailable(method: str, what: str, err: requests.RequestException) -> FhirUnavailable:
+def _unavailable(method: str, what: str, err: requests.RequestException, deadline: float | None,
+                 allowed: float) -> FhirUnavailable:
     """A transport failure; for a write that may have reached the server, say so."""
+    if _expired(deadline):
+        return _past_deadline(what, allowed)
     reached = method != "GET" and not isinstance(err, requests.ConnectTimeout)
     return FhirUnavailable(f"{what}: {type(err).__name__}", user_message=WRITE_UNCERTAIN if reached else None)
+
+
+def _expired(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _past_deadline(what: str, allowed: float) -> FhirUnavailable:
+    return FhirUnavailable(f"{what}: no answer within the read deadline", user_message=(
+        f"the EHR did not send the record within {allowed:g} s (LDN_FHIR_READ_DEADLINE)"))
 
 
 def _check_type(resource_type: str) -> None:
@@ -387,24 +500,103 @@ def _split_reference(ref: str) -> tuple[str, str]:
     return parsed.resource_type, parsed.id
 
 
-def _collect(bundle: dict, resource_type: str, result: SearchResult) -> None:
-    """Sort one page's entries: `match` -> results, `include` -> side dict, `outcome` dropped.
+def _included_types(params: Mapping[str, str] | None) -> frozenset[str]:
+    """The resource types an `_include` may bring in: `<Type>:medication` -> Medication, or its explicit target."""
+    parts = str((params or {}).get("_include") or "").split(":")
+    if len(parts) == 3:
+        return frozenset({parts[2]})
+    return frozenset({"Medication"}) if parts[-1] == "medication" else frozenset()
 
-    A server that omits entry.search.mode gets the benefit of the doubt by resource type.
-    """
-    for entry in bundle.get("entry") or []:
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(resource, dict):
-            continue
-        mode = (entry.get("search") or {}).get("mode")
-        if mode is None:
-            mode = "match" if resource.get("resourceType") == resource_type else "include"
-        if mode == "match":
-            result.matches.append(resource)
-        elif mode == "include":
-            result.included[f"{resource.get('resourceType')}/{resource.get('id')}"] = resource
+
+def _entries(bundle: dict, what: str, limit: int) -> list:
+    """A page's `entry` list, refused whole when it is not a list or longer than the per-page cap."""
+    entries = bundle.get("entry")
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        raise FhirServerError(f"{what}: entry is {_json_type(entries)}", user_message=(
+            f"a {what.split()[1]} search page was unreadable (its entries are {_json_type(entries)}, not a list)"))
+    if len(entries) > limit:
+        raise FhirServerError(f"{what}: {len(entries)} entries", user_message=(
+            f"a {what.split()[1]} search page held {len(entries):,} entries, more than the "
+            f"{limit:,} allowed per page (LDN_FHIR_MAX_PAGE_ENTRIES)"))
+    return entries
+
+
+def _sort_page(entries: list, searched: str, includes: frozenset[str], what: str, result: SearchResult) -> None:
+    """Every entry of one page becomes a match, an include, a warning, or an unreadable entry with its reason."""
+    for number, entry in enumerate(entries, 1):
+        problem = _sort_entry(entry, searched, includes, result)
+        if problem:
+            result.unreadable.append(f"{what}, entry {number}: {problem}")
+
+
+def _sort_entry(entry: object, searched: str, includes: frozenset[str], result: SearchResult) -> str | None:
+    """File one entry into `result`; the reason it is unreadable, or None."""
+    if not isinstance(entry, dict):
+        return f"the entry is {_json_type(entry)}, not an object"
+    resource, search = entry.get("resource"), entry.get("search")
+    if not isinstance(resource, dict):
+        return f"its resource is {_json_type(resource)}, not an object"
+    if search is not None and not isinstance(search, dict):
+        return f"its search element is {_json_type(search)}, not an object"
+    kind = resource.get("resourceType")
+    name = f"{kind}/{resource.get('id')}" if isinstance(kind, str) else "a resource without a resourceType"
+    mode = (search or {}).get("mode") or _implied_mode(kind, searched, includes)
+    if mode == "match" and kind == searched:
+        result.matches.append(resource)
+    elif mode == "include" and kind in includes:
+        result.included[name] = resource
+    elif mode == "outcome" and kind == "OperationOutcome":
+        return _read_outcome(resource, searched, result)
+    elif mode in ("match", "include", "outcome"):
+        return f"{name} does not fit a {searched} search as a {mode!r} entry"
+    else:
+        return f"{name} has search mode {_printable(repr(mode))}, not match, include or outcome"
+    return None
+
+
+def _implied_mode(kind: object, searched: str, includes: frozenset[str]) -> str | None:
+    """The mode of an entry that states none, when its type makes it plain; else None (unreadable)."""
+    if kind == searched:
+        return "match"
+    if kind == "OperationOutcome":
+        return "outcome"
+    return "include" if kind in includes else None
+
+
+def _read_outcome(outcome: dict, searched: str, result: SearchResult) -> str | None:
+    """Warnings and information of an `outcome` entry are kept to show; an error is a problem."""
+    issues = outcome.get("issue") or []
+    errors = []
+    for issue in issues if isinstance(issues, list) else [issues]:
+        issue = issue if isinstance(issue, dict) else {}
+        text = _printable(issue.get("diagnostics") or (issue.get("details") or {}).get("text")
+                          or issue.get("code") or "no details")
+        if issue.get("severity") in ("warning", "information"):
+            result.warnings.append(f"The EHR noted on the {searched} search: {text}")
         else:
-            logger.info("search %s: %s entry (%s) ignored", resource_type, mode, resource.get("resourceType"))
+            errors.append(text)
+    return f"the server reported an error with the results: {'; '.join(errors)}" if errors else None
+
+
+def _summarised(problems: list[str], shown: int = 20) -> tuple[str, ...]:
+    """At most `shown` problems, then one line counting the rest (every entry still counted)."""
+    if len(problems) <= shown:
+        return tuple(problems)
+    return (*problems[:shown], f"{len(problems) - shown:,} more unreadable search entries")
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "missing"}
+    return names.get(type(value), "a number")
+
+
+def _printable(value: object, limit: int = 200) -> str:
+    """A server-supplied value, bounded and on one line, for a message."""
+    text = value if isinstance(value, str) else repr(value)
+    text = "".join(c if c.isprintable() else " " for c in text[:limit])
+    return text + ("..." if len(str(value)) > limit else "")
 
 
 def _next_link(bundle: dict) -> str | None:

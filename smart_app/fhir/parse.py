@@ -28,6 +28,7 @@ class PatientData:
     patient: dict | None = None
     medications: list[MedicationExposure] = field(default_factory=list)
     conditions: list[Diagnosis] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()  # what the EHR noted about the searches (OperationOutcome warnings), shown as is
 
 
 @lru_cache(maxsize=4096)

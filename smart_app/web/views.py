@@ -180,8 +180,8 @@ def render_review(ctx, data, problems, *, form: OrderForm | None = None, preview
     form = form or default_form(current)
     blocked = signing_blocked(ctx)
     page = render_template(
-        "review.html", ctx=ctx, patient=data.patient or {}, assessment=current, form=form, preview=preview,
-        errors=list(errors), blocked=blocked, can_write=not blocked, today=today())
+        "review.html", ctx=ctx, patient=data.patient or {}, ehr_warnings=data.warnings, assessment=current,
+        form=form, preview=preview, errors=list(errors), blocked=blocked, can_write=not blocked, today=today())
     return page, status
 
 
