@@ -275,3 +275,36 @@ def test_clearing_the_session_deletes_it_from_the_store_and_the_browser(app):
 
 def test_init_app_installs_the_server_side_session_interface(app):
     assert isinstance(app.session_interface, ServerSideSessionInterface)
+
+
+@pytest.fixture
+def timed_app(app):
+    clock = FakeClock()
+    app.extensions["smart.store"] = app.session_interface.store = MemoryStore(clock=clock)
+    app.extensions["smart.clock"] = clock
+    return app, clock
+
+
+def test_a_session_unused_for_the_idle_timeout_ends_and_each_request_renews_it(timed_app):
+    app, clock = timed_app
+    client = app.test_client()
+    client.get("/login")
+    for _ in range(3):
+        clock.now += 29 * 60
+        assert client.get("/read").get_data(as_text=True) == "p1"
+    clock.now += 31 * 60
+    assert client.get("/read").get_data(as_text=True) == "none"
+
+
+def test_a_busy_session_still_ends_at_the_absolute_timeout(timed_app):
+    app, clock = timed_app
+    app.config["SESSION_MAX_HOURS"] = 1
+    client = app.test_client()
+    client.get("/login")
+    clock.now += 20 * 60
+    assert client.get("/read").get_data(as_text=True) == "p1"
+    clock.now += 20 * 60
+    assert client.get("/read").get_data(as_text=True) == "p1"
+    clock.now += 20 * 60
+    assert client.get("/read").get_data(as_text=True) == "none"
+
