@@ -22,15 +22,18 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.update(SESSION_COOKIE_SECURE=https, PREFERRED_URL_SCHEME="https" if https else "http")
     logging.getLogger("smart_app").setLevel(str(app.config.get("LOG_LEVEL", "INFO")).upper())
 
+    from .cds import blueprint as cds
     from .fhir.gateway import FhirGateway
     from .smart import blueprint as smart
     from .web import health, views
 
     smart.init_app(app)
     app.extensions["gateway_factory"] = FhirGateway.from_config  # (config, iss, token_provider) -> gateway
+    cds.init_app(app)
     app.register_blueprint(smart.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(cds.bp)
     _error_pages(app)
     app.after_request(views.security_headers)
     return app
