@@ -33,8 +33,8 @@ DEFAULTS: dict[str, object] = {
     "FHIR_MAX_ENTRIES": 20_000,  # search entries one patient record may hold; more is cannot-determine
     "FHIR_MAX_PAGE_ENTRIES": 10_000,  # entries one search page may hold; more is cannot-determine
     "FHIR_MAX_WORKERS": 5,  # concurrent searches when reading a patient record
-    "FHIR_RETRY_MAX_WAIT": 10.0,
-    "CDS_CLIENTS": "",  # CDS Hooks clients (EHRs) allowed to call /cds-services: comma-separated iss|jwks_url  # cap (seconds) on a Retry-After / backoff wait between GET retries
+    "FHIR_RETRY_MAX_WAIT": 10.0,  # cap (seconds) on a Retry-After / backoff wait between GET retries
+    "CDS_CLIENTS": "",  # CDS Hooks clients (EHRs) allowed to call /cds-services: comma-separated iss|jwks_url
 }
 
 PREFIX = "LDN_"

@@ -398,3 +398,8 @@ def test_feedback_needs_the_ehr_token_too(app, client):
     body = {"feedback": [{"card": "c", "outcome": "accepted"}]}
     assert client.post(SIGN + "/feedback", json=body).status_code == 401
     assert not app.extensions["cds.feedback"]
+
+
+def test_a_malformed_cds_clients_setting_stops_the_app_at_start_up():
+    with pytest.raises(ValueError, match="CDS_CLIENTS"):
+        create_app({"CDS_CLIENTS": "https://ehr.example.org"})

@@ -171,9 +171,11 @@ def start_sandbox(host: str = "127.0.0.1", app_port: int = 0, ehr_port: int = 0,
         clients = [*default_clients(app_url, secrets.token_urlsafe(24)), *extra_clients]
         ehr_app = create_sandbox_app(upstream, public, clients, f"{app_url}/launch",
                                      access_token_lifetime=access_token_lifetime,
-                                     upstream_link_base=fhir.public_base_url if fhir else None)
+                                     upstream_link_base=fhir.public_base_url if fhir else None,
+                                     cds_services_url=f"{app_url}/cds-services")
         ehr_web.start(ehr_app)
-        app = _start_app(app_web, app_url, f"{public}/fhir", app_config) if app_web else None
+        cds = {"CDS_CLIENTS": f"{public}|{public}/cds/jwks"}  # the sandbox signs its CDS Hooks calls
+        app = _start_app(app_web, app_url, f"{public}/fhir", {**cds, **(app_config or {})}) if app_web else None
         sandbox = Sandbox(public, ehr_web.url, app_url, upstream, fhir, ehr_app, app, clients, stack.pop_all())
     log.info("sandbox EHR on %s (public %s), FHIR upstream %s, app %s", sandbox.listen_url, sandbox.ehr_url,
              upstream, sandbox.app_url)

@@ -27,6 +27,8 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask, Response, jsonify, redirect, render_template, request
 
+from . import cds_client
+
 log = logging.getLogger(__name__)
 
 FHIR_JSON = "application/fhir+json"
@@ -392,10 +394,12 @@ class Upstream:
 
 def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[dict], app_launch_url: str, *,
                        access_token_lifetime: int = 300, upstream_timeout: tuple[float, float] = (5.0, 30.0),
-                       upstream_link_base: str | None = None, clock: Callable[[], float] = time.time) -> Flask:
+                       upstream_link_base: str | None = None, clock: Callable[[], float] = time.time,
+                       cds_services_url: str | None = None) -> Flask:
     """The sandbox EHR as a Flask app. `public_base_url` is where browsers and the app reach it.
 
-    `upstream_link_base`: the base the FHIR server writes into its links, when not `fhir_upstream`."""
+    `upstream_link_base`: the base the FHIR server writes into its links, when not `fhir_upstream`.
+    With `cds_services_url` it is also a CDS Hooks client (order buttons; see cds_client.py)."""
     public = public_base_url.rstrip("/")
     issuer = f"{public}/fhir"
     token_endpoint = f"{public}/token"
@@ -740,6 +744,10 @@ def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[d
                 response.headers[name] = upstream.to_public(answer.headers[name].encode("latin-1")).decode("latin-1")
         return response
 
+    if cds_services_url:
+        cds_client.register(app, public, cds_services_url, lambda patient: state.issue(
+            Context(cds_client.CDS_CLIENT_ID, cds_client.CDS_SCOPES, patient, False), 300, refresh=False)[0],
+            lambda patient: upstream.exists("Patient", patient), clock)
     return app
 
 
