@@ -8,7 +8,6 @@ chooses which draft order to assess and what to tell the EHR about it.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -17,13 +16,13 @@ from ..clinical.model import ExposureState, MedClass
 from ..clinical.opioids import classify
 from ..clinical.terminology import Terminology, default_terminology
 from ..errors import InputError
-from ..fhir.parse import MEDICATION_TYPES, PatientData, exposure_from, patient_data
+from ..fhir.contract import FHIR_ID, MEDICATION_USE_TYPES, index_keys
+from ..fhir.parse import PatientData, exposure_from, patient_data
 from ..services import assess_data, read_patient
 from . import cards
 
 log = logging.getLogger(__name__)
 
-_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 MEDICATION_SEARCH = "{type}?patient={{{{context.patientId}}}}&_include={type}:medication"
 PREFETCH = {
     "patient": "Patient/{{context.patientId}}",
@@ -80,7 +79,7 @@ def parse_call(service_id: str, body: object) -> HookCall:
     problems = [] if hook == SERVICES[service_id]["hook"] else [f"hook must be {SERVICES[service_id]['hook']}"]
     context = context if isinstance(context, dict) else {}
     patient_id = context.get("patientId")
-    if not isinstance(patient_id, str) or not _FHIR_ID.match(patient_id):
+    if not isinstance(patient_id, str) or not FHIR_ID.fullmatch(patient_id):
         problems.append("context.patientId must be a FHIR id")
     bundle = context.get("draftOrders")
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
@@ -106,12 +105,10 @@ def _draft_resources(bundle: dict) -> tuple[tuple[dict, ...], dict[str, dict]]:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict):
             continue
-        if resource.get("resourceType") in MEDICATION_TYPES:
+        if resource.get("resourceType") in MEDICATION_USE_TYPES:
             drafts.append(resource)
         elif resource.get("resourceType") == "Medication":
-            medications[f"Medication/{resource.get('id')}"] = resource
-            if isinstance(entry.get("fullUrl"), str):
-                medications[entry["fullUrl"]] = resource
+            medications.update(dict.fromkeys(index_keys(resource, entry.get("fullUrl")), resource))
     return tuple(drafts), medications
 
 
@@ -151,7 +148,7 @@ def record_from_prefetch(patient_id: str, prefetch: dict) -> tuple[Record | None
             if resource.get("resourceType") == resource_type:
                 resources.append(resource)
             elif resource.get("resourceType") == "Medication":
-                medications[f"Medication/{resource.get('id')}"] = resource
+                medications.update(dict.fromkeys(index_keys(resource, entry.get("fullUrl")), resource))
     patient = prefetch["patient"] if isinstance(prefetch["patient"], dict) else None
     return Record(patient_data(patient_id, patient, resources, medications)), []
 
