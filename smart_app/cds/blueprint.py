@@ -10,7 +10,6 @@ from flask import Blueprint, Flask, current_app, jsonify, render_template, reque
 from ..errors import AppError, InputError
 from ..fhir.gateway import FhirGateway
 from ..smart import oauth
-from ..smart.blueprint import http
 from ..web.views import today
 from . import hooks
 from .cards import RULE_TITLES
@@ -109,8 +108,9 @@ def _allowed(fhir_server: str) -> bool:
 
 
 def _gateway(fhir_server: str, access_token: str) -> FhirGateway:
-    return FhirGateway.from_config(current_app.config, oauth.normalize_iss(fhir_server), lambda: access_token,
-                                   session=http())
+    """The app's gateway factory, with the token the EHR handed this call (used for this call only)."""
+    factory = current_app.extensions["gateway_factory"]
+    return factory(current_app.config, oauth.normalize_iss(fhir_server), lambda: access_token)
 
 
 class NoSuchService(AppError):

@@ -79,8 +79,9 @@ def gateway():
 @bp.before_app_request
 def check_post() -> None:
     """Every POST, in one place: its launch is this browser's, its CSRF token is that launch's, and
-    the patient it names is that launch's patient. Otherwise refused before any view runs."""
-    if request.method != "POST":
+    the patient it names is that launch's patient. Otherwise refused before any view runs.
+    CDS Hooks calls are not browser POSTs: the EHR's signed JWT authenticates them (smart_app/cds)."""
+    if request.method != "POST" or request.blueprint == "cds":
         return
     form = request.form
     claimed = form.get("patient_label") or f"Patient/{form.get('patient') or '(none named)'}"
