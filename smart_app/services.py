@@ -25,7 +25,7 @@ def assess_data(data: PatientData, *, as_of: date, washout_days: int = WASHOUT_D
                 terminology: Terminology | None = None) -> Assessment:
     return assess(data.patient_id, data.medications, data.conditions, as_of=as_of,
                   terminology=terminology or default_terminology(), washout_days=washout_days, start=start,
-                  reasons=reasons, data_problems=data_problems)
+                  reasons=reasons, data_problems=(*data.problems, *data_problems))
 
 
 def unreadable_type_problems(types: Iterable[str]) -> tuple[str, ...]:

@@ -72,18 +72,36 @@ class Coding:
 
 
 @dataclass(frozen=True)
+class DrugReading:
+    """One description of a record's drug: a CodeableConcept (the record's, its Medication's, an ingredient's)."""
+
+    source: str  # where it was read: "medicationCodeableConcept", "Medication/9.ingredient[0].itemCodeableConcept"
+    codings: tuple[Coding, ...] = ()
+    names: tuple[str, ...] = ()  # text, coding displays, reference display
+    ingredient: bool = False  # an ingredient of the product (one of several), not the product itself
+
+
+@dataclass(frozen=True)
 class MedicationExposure:
     """One medication record (MedicationStatement / Request / Dispense) as the rules see it."""
 
     resource: str  # "MedicationRequest/123"
-    codings: tuple[Coding, ...]  # from the concept and any referenced/contained Medication
-    names: tuple[str, ...]  # text, coding displays, Medication code text, ingredient names
+    readings: tuple[DrugReading, ...]  # every description of the drug: both medication[x], Medication, ingredients
     status: str | None
     state: ExposureState
     start: date | None = None
     last_exposure: date | None = None  # last day of use (ENDED), None otherwise
     date_problem: str | None = None  # why state is UNKNOWN, in plain words
-    medication_ref: str | None = None  # "Medication/9" or "#contained-id"
+    free_text: tuple[str, ...] = ()  # dosage texts and notes, where a drug may be named in words
+    unreadable: str | None = None  # why part of the drug's description could not be read, in plain words
+
+    @property
+    def codings(self) -> tuple[Coding, ...]:
+        return tuple(c for r in self.readings for c in r.codings)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(n for r in self.readings for n in r.names))
 
     @property
     def resource_type(self) -> str:
@@ -99,6 +117,8 @@ class Classification:
     category: MedClass
     evidence: str  # e.g. "RxNorm 7804 (oxycodone) in ValueSet ldn-opioids", "name 'tramadol'"
     ingredient: str | None = None  # matched ingredient / term
+    conflict: str | None = None  # readings of the drug that disagree with the (more dangerous) category
+    text_mentions: str | None = None  # opioids named only in free text (dosage text, notes)
 
 
 @dataclass(frozen=True)

@@ -46,12 +46,16 @@ def is_readable_name(name: str) -> bool:
 
 
 def classify(med: MedicationExposure, terminology: Terminology) -> Classification:
-    """Codes and names, independently; opioid evidence from either wins (memoized per drug)."""
-    key = (med.codings, med.names)
+    """Every reading of the drug (codes, names, both medication[x], ingredients); the most dangerous wins."""
+    key = (med.readings, med.free_text)
     found = terminology.memo.get(key)
     if found is None:
         found = terminology.memo[key] = _classify(med, terminology)
     return found
+
+
+def _classes(matches: Iterable[Match]) -> set[MedClass]:
+    return {MEDICATION_VALUESETS[m.valueset] for m in matches if m.valueset in MEDICATION_VALUESETS}
 
 
 def _classify(med: MedicationExposure, terminology: Terminology) -> Classification:
@@ -65,18 +69,66 @@ def _classify(med: MedicationExposure, terminology: Terminology) -> Classificati
         cls = MEDICATION_VALUESETS.get(m.valueset)
         if cls:
             by_class.setdefault(cls, []).append(m)
+    mentions = text_mentions(med, terminology)
     for cls in PRECEDENCE:
         if cls in by_class:
             matches = by_class[cls]
             evidence = "; ".join(dict.fromkeys(f"{m.via} -> {m.display} ({m.valueset})" for m in matches))
-            return Classification(cls, evidence, matches[0].display)
+            conflict = disagreement(med, cls, terminology)
+            return Classification(cls, evidence + (f". Conflict: {conflict}" if conflict else ""),
+                                  matches[0].display, conflict, mentions if cls is not MedClass.OPIOID else None)
     readable = [n for n in med.names if is_readable_name(n)]
     if readable:
         return Classification(
-            MedClass.NON_OPIOID, f"name '{readable[0]}' matches no opioid, antagonist or naltrexone code or term"
-        )
+            MedClass.NON_OPIOID, f"name '{readable[0]}' matches no opioid, antagonist or naltrexone code or term",
+            text_mentions=mentions)
     codes = ", ".join(f"{c.system or '?'}|{c.code or '?'}" for c in med.codings) or "no coding"
-    return Classification(MedClass.UNCLASSIFIED, f"no recognised code ({codes}) and no readable name")
+    return Classification(MedClass.UNCLASSIFIED, f"no recognised code ({codes}) and no readable name",
+                          text_mentions=mentions)
+
+
+def disagreement(med: MedicationExposure, cls: MedClass, terminology: Terminology) -> str | None:
+    """Plain words for the readings of the product (not its ingredients) that do not say `cls`.
+
+    A code we recognise as something else, or a readable name naming no drug of that class, disagrees
+    (e.g. an opioid RxNorm code whose display names ibuprofen; both medication[x] naming different drugs).
+    """
+    agree, disagree = [], []
+    for reading in med.readings:
+        if reading.ingredient:
+            continue
+        for c in reading.codings:
+            found = _classes(terminology.code_matches(c.system, c.code))
+            if found:
+                (agree if cls in found else disagree).append(f"{reading.source} code {c.code} reads as "
+                                                             f"{_class_words(found)}")
+        for name in reading.names:
+            if is_readable_name(name):
+                found = _classes(terminology.name_matches(name))
+                (agree if cls in found else disagree).append(f"{reading.source} '{name}' reads as "
+                                                             f"{_class_words(found) or 'no drug of that kind'}")
+    if not (agree and disagree):
+        return None
+    return (f"{'; '.join(disagree)} - but {'; '.join(agree)}. Classified as {cls.value}, the more dangerous "
+            "reading; check which drug the patient takes.")
+
+
+def _class_words(classes: set[MedClass]) -> str:
+    return " and ".join(c.value for c in PRECEDENCE if c in classes)
+
+
+def text_mentions(med: MedicationExposure, terminology: Terminology) -> str | None:
+    """Opioids named in the record's free text (dosage text, notes), with the words that name them."""
+    found = []
+    for text in med.free_text:
+        for m in terminology.name_matches(text):
+            if MEDICATION_VALUESETS.get(m.valueset) is MedClass.OPIOID:
+                found.append(f"{m.display} ({m.via} in '{_excerpt(text)}')")
+    return "; ".join(dict.fromkeys(found)) or None
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def validate_washout(days: int) -> int:
@@ -204,9 +256,40 @@ FINDERS = {  # opioids go through opioid_findings with their classification (met
 }
 
 
-def medication_findings(med: MedicationExposure, cls: Classification, start: date, washout_days: int
-                        ) -> list[Finding]:
-    if cls.category is MedClass.OPIOID:
-        return opioid_findings(med, start, washout_days, cls)
+def medication_findings(med: MedicationExposure, cls: Classification, start: date, washout_days: int) -> list[Finding]:
+    """The class's findings, plus: a drug that could not be read, readings that disagree, opioids named in text."""
+    out = unreadable_findings(med)
     finder = FINDERS.get(cls.category)
-    return finder(med, start, washout_days) if finder else []
+    if cls.category is MedClass.OPIOID:
+        out.extend(opioid_findings(med, start, washout_days, cls))
+    elif finder and not (out and cls.category is MedClass.UNCLASSIFIED):
+        out.extend(finder(med, start, washout_days))
+    if cls.conflict:
+        out.append(_finding(Severity.INFO, "code-name-conflict",
+                            f"The record's codes and names disagree on {med.name} ({med.resource_type}): "
+                            f"{cls.conflict}", med))
+    if cls.text_mentions:
+        out.extend(text_mention_findings(med, cls.text_mentions, start, washout_days))
+    return out
+
+
+def unreadable_findings(med: MedicationExposure) -> list[Finding]:
+    if not med.unreadable:
+        return []
+    return [_finding(Severity.CANNOT_DETERMINE, "medication-unreadable",
+                     f"The drug of {med.resource} could not be read: {med.unreadable}. It may be an opioid; "
+                     "the clinician must check the record before signing.", med)]
+
+
+def text_mention_findings(med: MedicationExposure, mentions: str, start: date, washout_days: int) -> list[Finding]:
+    """An opioid named in words only: not proof of use, but in the washout window it cannot be ruled out."""
+    what = f"{med.name} ({med.resource_type}, status {med.status or 'missing'})"
+    text = (f"{what} is not coded as an opioid, but its dosage text or note names one: {mentions}. "
+            "That is not proof of opioid use")
+    if med.state is ExposureState.NONE or not (med.state is ExposureState.UNKNOWN
+                                              or has_exposure_within(med, start, washout_days)):
+        return [_finding(Severity.INFO, "opioid-named-in-text", text + "; the record is outside the washout window.",
+                         med)]
+    return [_finding(Severity.CANNOT_DETERMINE, "opioid-named-in-text",
+                     text + f", but it cannot be ruled out: confirm with the patient that no opioid was taken in "
+                     f"the last {washout_days} days.", med)]

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import unicodedata
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -38,7 +41,6 @@ SYSTEM_ALIASES = {
     "urn:oid:2.16.840.1.113883.6.69": NDC,
 }
 PREFIX_SYSTEMS = frozenset({ICD10CM, ATC})
-_WORD = re.compile(r"[^a-z0-9#/%.]+")
 
 
 def normalize_system(system: str | None) -> str | None:
@@ -54,10 +56,58 @@ def normalize_code(system: str | None, code: str) -> str:
     return code
 
 
+# Letters from other scripts that look like Latin ones (Unicode TR39 confusables.txt, the lower-case
+# Cyrillic/Greek/Latin-extended look-alikes of the letters drug names use). A small explicit table: the
+# core is stdlib-only, and the PyPI options do not fit - confusable_homoglyphs detects look-alikes but
+# has no folding function; anyascii/unidecode transliterate by sound (Cyrillic "с" -> "s", not "c").
+CONFUSABLES = str.maketrans({
+    "а": "a", "в": "b", "с": "c", "ԁ": "d", "е": "e", "ё": "e", "һ": "h", "і": "i", "ї": "i", "ј": "j",
+    "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "ԛ": "q", "ѕ": "s", "т": "t", "у": "y", "х": "x",
+    "ԝ": "w", "ь": "b", "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o",
+    "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ı": "i", "ȷ": "j", "ɑ": "a", "ɡ": "g",
+    "ℓ": "l", "\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2010": "-", "\u2011": "-", "\u2012": "-",
+    "\u2013": "-", "\u2212": "-",
+})
+MAX_NAME_CHARS = 20_000  # longer text is not matched (parse reports it unreadable first)
+
+
 def normalize_name(text: str) -> str:
-    """Lower-case, curly quotes straightened, runs of punctuation/space folded to one space."""
-    text = text.lower().replace("\u2019", "'")
-    return " " + re.sub(r"\s+", " ", text).strip() + " "
+    """Text as people type it -> one matchable form.
+
+    Unicode NFKC (full-width, ligatures, styled letters), format characters removed (zero-width
+    space/joiners, soft hyphen, bidi marks: category Cf), case folded, look-alike letters of other
+    scripts folded to Latin, runs of space folded to one space.
+    """
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf").casefold().translate(CONFUSABLES)
+    return " " + " ".join(text.split()) + " "
+
+
+NAME_CACHE_SIZE = 20_000
+MEMO_SIZE = 20_000
+
+
+class LruCache(OrderedDict):
+    """A dict that keeps only the `size` most recently used entries (thread-safe get and set)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+        self._lock = threading.Lock()
+
+    def get(self, key, default=None):
+        with self._lock:
+            if key not in self:
+                return default
+            self.move_to_end(key)
+            return super().__getitem__(key)
+
+    def __setitem__(self, key, value) -> None:
+        with self._lock:
+            super().__setitem__(key, value)
+            self.move_to_end(key)
+            if len(self) > self.size:
+                self.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -88,8 +138,10 @@ class Terminology:
         alternatives = sorted(terms, key=len, reverse=True)
         pattern = "|".join(re.escape(t) for t in alternatives) or "(?!)"
         self._term_re = re.compile(r"(?<![a-z0-9])(" + pattern + r")(?![a-z0-9])")
-        self._name_cache: dict[str, tuple[Match, ...]] = {}
-        self.memo: dict = {}  # per-drug classification results (opioids.classify)
+        self._prefix_lengths = sorted({len(code) for (system, code) in self._codes if system in PREFIX_SYSTEMS},
+                                      reverse=True)
+        self._name_cache = LruCache(NAME_CACHE_SIZE)
+        self.memo = LruCache(MEMO_SIZE)  # per-drug / per-condition classification results
 
     def code_matches(self, system: str | None, code: str | None) -> tuple[Match, ...]:
         """ValueSets that contain this code (prefix rule for ICD-10-CM and ATC)."""
@@ -98,15 +150,15 @@ class Terminology:
             return ()
         code = normalize_code(system, code)
         label = f"{_system_label(system)} {code}"
-        if system in PREFIX_SYSTEMS:
-            keys = [(system, code[:i]) for i in range(len(code), 0, -1)]
+        if system in PREFIX_SYSTEMS:  # only prefixes as long as a listed code: linear in the code's length
+            keys = [(system, code[:n]) for n in self._prefix_lengths if n <= len(code)]
         else:
             keys = [(system, code)]
         return tuple(Match(vs, display, label) for key in keys for vs, display in self._codes.get(key, ()))
 
     def name_matches(self, text: str | None) -> tuple[Match, ...]:
         """ValueSets whose match terms occur as whole words in this name."""
-        if not text:
+        if not text or len(text) > MAX_NAME_CHARS:
             return ()
         cached = self._name_cache.get(text)
         if cached is None:

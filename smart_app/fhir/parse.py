@@ -1,52 +1,131 @@
-"""Raw FHIR R4 JSON -> the clinical model. Forgiving: odd data becomes 'unknown', never an exception.
+"""Raw FHIR R4 JSON -> the clinical model. Never raises on odd data and never skips silently.
 
+Each resource is read, or counted unreadable with the reason (`PatientData.problems`, or
+`MedicationExposure.unreadable` for a medication record whose drug cannot be read). A record is
+unreadable when what identifies it cannot be read: whose it is (subject), or what drug it is
+(medication[x], a referenced or contained Medication and its ingredients, codings, names), or a
+Condition's code. Dates and amounts that cannot be read leave the record undated instead
+(`RecordDates.problem`), which the rules turn into cannot-determine where it matters.
 Only what the rules need is read (full model parsing costs ~45x json.loads on big records).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from ..clinical.exposure import RecordDates, interpret, parse_fhir_date
-from ..clinical.model import Coding, Diagnosis, MedicationExposure
+from ..clinical.model import Coding, Diagnosis, DrugReading, MedicationExposure
 from ..errors import UnreadableInput
-from .contract import MEDICATION_USE_TYPES, SEARCHED_TYPES, index_keys, parse_reference, resolve
+from .contract import (
+    MEDICATION_USE_TYPES,
+    READ_TYPES,
+    RESOURCE_TYPE,
+    SEARCHED_TYPES,
+    index_keys,
+    parse_reference,
+    reference_of,
+    resolve,
+)
 
 BUNDLE_TYPES = {"searchset", "collection", "transaction", "batch", "transaction-response", "batch-response",
                 "document", "message", "history"}
 DAYS_PER_UNIT = {"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7, "mo": 30, "month": 30,
                  "months": 30, "a": 365, "year": 365, "years": 365, "h": 1 / 24}
+# Bounds on work and on what counts as a plausible value (longer / larger is unreadable, never truncated).
+MAX_CODE_LENGTH = 64  # the longest real code (SNOMED CT 18 digits, NDC 13) fits many times
+MAX_NAME_LENGTH = 1_000  # a CodeableConcept.text or Coding.display
+MAX_FREE_TEXT_LENGTH = 20_000  # a dosage text or note searched for drug names
+MAX_CODINGS = 50  # per CodeableConcept
+MAX_LIST_ITEMS = 200  # dosage lines, notes, ingredients, contained resources read per record
+MAX_INGREDIENT_DEPTH = 8  # Medication -> ingredient Medication -> ... (cycles are cut as well)
+MAX_SUPPLY_DAYS = 366  # one fill's days' supply or expected supply duration
+MAX_REPEATS = 100  # numberOfRepeatsAllowed
+# FHIR R4 date / dateTime / instant (datatypes.html); anything else - a number, a free-text date - is not a date.
+_FHIR_DATE = re.compile(
+    r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])"
+    r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))?)?)?)?",
+    re.ASCII)
 
 
 @dataclass
 class PatientData:
-    """One patient's resources, in the model the rules read."""
+    """One patient's resources, in the model the rules read, and what could not be read."""
 
     patient_id: str
     patient: dict | None = None
     medications: list[MedicationExposure] = field(default_factory=list)
     conditions: list[Diagnosis] = field(default_factory=list)
     warnings: tuple[str, ...] = ()  # what the EHR noted about the searches (OperationOutcome warnings), shown as is
+    problems: list[str] = field(default_factory=list)  # unreadable records, each named with the reason
+
+
+class Unreadable(Exception):
+    """A part of a record that identifies it could not be read (internal: caught per record)."""
 
 
 @lru_cache(maxsize=4096)
 def _date(value: str, end_of_period: bool = False):
+    if not _FHIR_DATE.fullmatch(value):
+        raise ValueError(value)
     return parse_fhir_date(value, end_of_period=end_of_period)
 
 
+def _items(value: object, where: str) -> list:
+    """A JSON list (bounded); a missing one is empty; anything else is unreadable."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise Unreadable(f"{where} is a {_json_type(value)}, not a list")
+    if len(value) > MAX_LIST_ITEMS:
+        raise Unreadable(f"{where} has {len(value)} items (more than {MAX_LIST_ITEMS})")
+    return value
+
+
+def _object(value: object, where: str) -> dict:
+    """A JSON object; a missing one is empty; anything else is unreadable."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Unreadable(f"{where} is a {_json_type(value)}, not an object")
+    return value
+
+
+def _string(value: object, where: str, limit: int) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise Unreadable(f"{where} is a {_json_type(value)}, not a string")
+    if len(value) > limit:
+        raise Unreadable(f"{where} is {len(value):,} characters long (more than {limit:,})")
+    return value
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "list", str: "string", bool: "true/false", type(None): "null"}
+    return names.get(type(value), "number")
+
+
 class _Dates:
-    """Collects dates from one resource, remembering the first unreadable one."""
+    """Collects dates and amounts from one resource, remembering the first unreadable one."""
 
     def __init__(self, resource: dict):
         self.resource = resource
         self.problem: str | None = None
 
+    def fail(self, why: str) -> None:
+        self.problem = self.problem or why
+
     def get(self, *path: str, end: bool = False):
-        value = self.resource
-        for key in path:
+        value: object = self.resource
+        for i, key in enumerate(path):
+            if value is None:
+                return None
             if not isinstance(value, dict):
+                self.fail(f"{'.'.join(path[:i])} is a {_json_type(value)}, not an object")
                 return None
             value = value.get(key)
         return self.day(value, path, end)
@@ -56,10 +135,43 @@ class _Dates:
         if value is None:
             return None
         try:
-            return _date(value, end) if isinstance(value, str) else _date(repr(value))
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return _date(value, end)
         except ValueError:
-            self.problem = self.problem or f"unreadable date {value!r} in {'.'.join(path)}"
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            self.fail(f"unreadable date {shown} in {'.'.join(path)} (not a FHIR date)")
             return None
+
+    def days(self, q: object, where: str, factor: int = 1) -> float | None:
+        """A supply Duration (or a daysSupply Quantity) in days x `factor` fills; implausible is a problem."""
+        if q is None:
+            return None
+        value = q.get("value") if isinstance(q, dict) else None
+        unit = q.get("code") or q.get("unit") or "d" if isinstance(q, dict) else None
+        per = DAYS_PER_UNIT.get(unit.lower()) if isinstance(unit, str) else None
+        if not _is_number(value) or per is None:
+            self.fail(f"{where} is not a number of days")
+            return None
+        days = float(value) * per
+        if not 0 < days <= MAX_SUPPLY_DAYS:
+            self.fail(f"{where} of {value} {unit} is not a plausible supply (1-{MAX_SUPPLY_DAYS} days)")
+            return None
+        return days * factor
+
+    def repeats(self, value: object, where: str) -> int:
+        if value is None:
+            return 0
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_REPEATS:
+            self.fail(f"{where} {value!r} is not a plausible repeat count (0-{MAX_REPEATS})")
+            return 0
+        return value
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) if isinstance(value, float) else abs(value) < 10**9
 
 
 @lru_cache(maxsize=8192)
@@ -67,115 +179,190 @@ def _coding(system, code, display) -> Coding:
     return Coding(system, code, display)
 
 
-def codings_of(concept: object) -> tuple[Coding, ...]:
-    if not isinstance(concept, dict):
-        return ()
-    return tuple(_coding(c.get("system"), c.get("code"), c.get("display"))
-                 for c in concept.get("coding") or () if isinstance(c, dict))
+def codings_of(concept: dict, where: str) -> tuple[Coding, ...]:
+    codings = _items(concept.get("coding"), f"{where}.coding")
+    if len(codings) > MAX_CODINGS:
+        raise Unreadable(f"{where}.coding has {len(codings)} codings (more than {MAX_CODINGS})")
+    out = []
+    for i, c in enumerate(codings):
+        at = f"{where}.coding[{i}]"
+        c = _object(c, at)
+        out.append(_coding(_string(c.get("system"), f"{at}.system", MAX_NAME_LENGTH),
+                           _string(c.get("code"), f"{at}.code", MAX_CODE_LENGTH),
+                           _string(c.get("display"), f"{at}.display", MAX_NAME_LENGTH)))
+    return tuple(out)
 
 
-def names_of(concept: object, codings: tuple[Coding, ...] | None = None) -> list[str]:
-    if not isinstance(concept, dict):
-        return []
-    names = [concept["text"]] if isinstance(concept.get("text"), str) else []
-    names.extend(c.display for c in (codings_of(concept) if codings is None else codings) if c.display)
-    return names
-
-
-def duration_days(q: object) -> float | None:
-    if not isinstance(q, dict) or not isinstance(q.get("value"), int | float):
+def reading_of(concept: object, where: str, *, ingredient: bool = False) -> DrugReading | None:
+    """One CodeableConcept naming a drug; Unreadable when its shape is wrong."""
+    if concept is None:
         return None
-    factor = DAYS_PER_UNIT.get(str(q.get("code") or q.get("unit") or "d").lower())
-    return q["value"] * factor if factor else None
+    concept = _object(concept, where)
+    codings = codings_of(concept, where)
+    text = _string(concept.get("text"), f"{where}.text", MAX_NAME_LENGTH)
+    names = tuple(dict.fromkeys(n for n in (text, *(c.display for c in codings)) if n))
+    return DrugReading(where, codings, names, ingredient)
+
+
+def _display_reading(ref: object, where: str, ingredient: bool) -> DrugReading | None:
+    display = _string(_object(ref, where).get("display"), f"{where}.display", MAX_NAME_LENGTH)
+    return DrugReading(f"{where}.display", (), (display,), ingredient) if display else None
+
+
+class _DrugReader:
+    """Every description of the drug of one record: medication[x], its Medication, every ingredient (nested)."""
+
+    def __init__(self, record: dict, medications: dict[str, dict]):
+        self.record, self.medications = record, medications
+        self.readings: list[DrugReading] = []
+        self.seen: set[int] = set()
+
+    def read(self) -> tuple[DrugReading, ...]:
+        concept = self.record.get("medicationCodeableConcept")
+        reference = self.record.get("medicationReference")
+        if concept is None and reference is None:
+            raise Unreadable("it names no medication (no medicationCodeableConcept or medicationReference)")
+        self._add(reading_of(concept, "medicationCodeableConcept"))
+        if reference is not None:
+            self._reference(reference, "medicationReference", depth=0, ingredient=False)
+        if not self.readings:
+            raise Unreadable("its medication has no code and no name")
+        return tuple(self.readings)
+
+    def _add(self, reading: DrugReading | None) -> None:
+        if reading is not None:
+            self.readings.append(reading)
+
+    def _reference(self, element: object, where: str, depth: int, ingredient: bool) -> None:
+        self._add(_display_reading(element, where, ingredient))
+        raw = _object(element, where).get("reference")
+        if raw is None:
+            return
+        ref = reference_of(element)
+        if ref is None:
+            raise Unreadable(f"{where}.reference {_short(raw)} is not a reference")
+        med = resolve(ref, self.medications, container=self.record)
+        if not isinstance(med, dict) or med.get("resourceType") not in ("Medication", None):
+            raise Unreadable(f"{where} {ref.text} does not resolve to a Medication in the record")
+        self._medication(med, ref.key, depth, ingredient)
+
+    def _medication(self, med: dict, name: str, depth: int, ingredient: bool) -> None:
+        if id(med) in self.seen:
+            return  # a cycle, or the same Medication twice: read once
+        if depth >= MAX_INGREDIENT_DEPTH:
+            raise Unreadable(f"{name}: ingredients nested more than {MAX_INGREDIENT_DEPTH} levels deep")
+        self.seen.add(id(med))
+        self._add(reading_of(med.get("code"), f"{name}.code", ingredient=ingredient))
+        for i, ing in enumerate(_items(med.get("ingredient"), f"{name}.ingredient")):
+            at = f"{name}.ingredient[{i}]"
+            ing = _object(ing, at)
+            self._add(reading_of(ing.get("itemCodeableConcept"), f"{at}.itemCodeableConcept", ingredient=True))
+            if ing.get("itemReference") is not None:
+                self._reference(ing["itemReference"], f"{at}.itemReference", depth + 1, ingredient=True)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def medication_dates(rtype: str, r: dict) -> RecordDates:
     d = _Dates(r)
     if rtype == "MedicationStatement":
         point = d.day(r.get("effectiveDateTime"), ("effectiveDateTime",))
-        period = r.get("effectivePeriod")
-        period = period if isinstance(period, dict) else {}
-        start = d.day(period.get("start"), ("effectivePeriod", "start")) or point
-        end = d.day(period.get("end"), ("effectivePeriod", "end"), end=True) or point
+        start = d.get("effectivePeriod", "start") or point
+        end = d.get("effectivePeriod", "end", end=True) or point
         return RecordDates(start, end, d.day(r.get("dateAsserted"), ("dateAsserted",)), None, d.problem)
     if rtype == "MedicationRequest":
-        start = d.get("authoredOn") or d.get("dispenseRequest", "validityPeriod", "start")
-        ends = [d.get("dispenseRequest", "validityPeriod", "end", end=True)]
-        for dosage in r.get("dosageInstruction") or ():
-            ends.append(_Dates(dosage).get("timing", "repeat", "boundsPeriod", "end", end=True))
-        dispense = r.get("dispenseRequest") or {}
-        supply = duration_days(dispense.get("expectedSupplyDuration"))
-        if supply is not None:
-            repeats = dispense.get("numberOfRepeatsAllowed")
-            supply *= 1 + (repeats if isinstance(repeats, int) and repeats > 0 else 0)
-        real_ends = [e for e in ends if e]
-        return RecordDates(start, max(real_ends) if real_ends else None, None, supply, d.problem)
+        return _request_dates(r, d)
     start = d.get("whenHandedOver") or d.get("whenPrepared")
-    return RecordDates(start, None, None, duration_days(r.get("daysSupply")), d.problem)
+    return RecordDates(start, None, None, d.days(r.get("daysSupply"), "daysSupply"), d.problem)
 
 
-def _medication_concepts(r: dict, medications: dict[str, dict]) -> tuple[list[dict], str | None, list[str]]:
-    """The CodeableConcepts naming the drug: the resource's own, or its referenced Medication's."""
-    concept = r.get("medicationCodeableConcept")
-    if isinstance(concept, dict):
-        return [concept], None, []
-    ref = r.get("medicationReference") or {}
-    target = ref.get("reference") if isinstance(ref, dict) else None
-    extra = [ref["display"]] if isinstance(ref, dict) and isinstance(ref.get("display"), str) else []
-    med = resolve_medication(target, r, medications) if target else None
-    if not isinstance(med, dict):
-        return [], target, extra
-    concepts = [med.get("code")]
-    for ing in med.get("ingredient") or ():
-        if isinstance(ing, dict):
-            concepts.append(ing.get("itemCodeableConcept"))
-            item = ing.get("itemReference")
-            if isinstance(item, dict) and isinstance(item.get("display"), str):
-                extra.append(item["display"])
-    return [c for c in concepts if isinstance(c, dict)], target, extra
+def _request_dates(r: dict, d: _Dates) -> RecordDates:
+    start = d.get("authoredOn") or d.get("dispenseRequest", "validityPeriod", "start")
+    ends = [d.get("dispenseRequest", "validityPeriod", "end", end=True)]
+    try:
+        dosages = _items(r.get("dosageInstruction"), "dosageInstruction")
+    except Unreadable as exc:
+        d.fail(str(exc))
+        dosages = []
+    for dosage in dosages:
+        inner = _Dates(dosage)
+        ends.append(inner.get("timing", "repeat", "boundsPeriod", "end", end=True))
+        if inner.problem:
+            d.fail(f"dosageInstruction: {inner.problem}")
+    dispense = r.get("dispenseRequest")
+    supply = None
+    if isinstance(dispense, dict):
+        fills = 1 + d.repeats(dispense.get("numberOfRepeatsAllowed"), "dispenseRequest.numberOfRepeatsAllowed")
+        supply = d.days(dispense.get("expectedSupplyDuration"), "dispenseRequest.expectedSupplyDuration", fills)
+    real_ends = [e for e in ends if e]
+    return RecordDates(start, max(real_ends) if real_ends else None, None, supply, d.problem)
 
 
-def resolve_medication(target: str, r: dict, medications: dict[str, dict]) -> dict | None:
-    return resolve(parse_reference(target), medications, container=r)
+def free_text_of(r: dict) -> tuple[str, ...]:
+    """Dosage texts and notes, where a drug may be named in words; Unreadable when their shape is wrong."""
+    out = []
+    for key in ("dosage", "dosageInstruction", "note"):
+        for i, item in enumerate(_items(r.get(key), key)):
+            text = _string(_object(item, f"{key}[{i}]").get("text"), f"{key}[{i}].text", MAX_FREE_TEXT_LENGTH)
+            if text:
+                out.append(text)
+    return tuple(out)
 
 
 def exposure_from(r: dict, medications: dict[str, dict]) -> MedicationExposure:
+    """One medication record; a drug that cannot be read is kept, with the reason in `unreadable`."""
     rtype = r.get("resourceType", "")
-    concepts, ref, extra = _medication_concepts(r, medications)
-    codings: tuple[Coding, ...] = ()
-    names: list[str] = []
-    for concept in concepts:
-        own = codings_of(concept)
-        codings += own
-        names.extend(names_of(concept, own))
-    names = tuple(dict.fromkeys(names + extra))
+    drug = _DrugReader(r, medications)
+    readings: tuple[DrugReading, ...] = ()
+    free_text: tuple[str, ...] = ()
+    unreadable = None
+    try:
+        readings = drug.read()
+        free_text = free_text_of(r)
+    except Unreadable as exc:
+        readings, unreadable = tuple(drug.readings), str(exc)
     status = r.get("status") if isinstance(r.get("status"), str) else None
     meaning = interpret(rtype, status, medication_dates(rtype, r))
     return MedicationExposure(
-        resource=f"{rtype}/{r.get('id', '?')}", codings=codings, names=names, status=status, state=meaning.state,
+        resource=resource_label(r), readings=readings, status=status, state=meaning.state,
         start=meaning.start, last_exposure=meaning.last_exposure, date_problem=meaning.problem,
-        medication_ref=ref,
+        free_text=free_text, unreadable=unreadable,
     )
 
 
-def _status_code(concept: object) -> str | None:
-    for c in codings_of(concept):
+def resource_label(r: dict) -> str:
+    """ "Type/id" for messages; an unusable id is shown as "?"."""
+    rid = r.get("id")
+    return f"{r.get('resourceType')}/{rid if isinstance(rid, str) and len(rid) <= 64 else '?'}"
+
+
+def _status_code(concept: object, where: str) -> str | None:
+    for c in codings_of(_object(concept, where), where):
         if c.code:
             return c.code
     return None
 
 
 def diagnosis_from(r: dict) -> Diagnosis:
+    """One Condition; Unreadable when its code or statuses cannot be read."""
     d = _Dates(r)
-    code = r.get("code")
-    return Diagnosis(
-        resource=f"Condition/{r.get('id', '?')}", codings=codings_of(code),
-        text=code.get("text") if isinstance(code, dict) and isinstance(code.get("text"), str) else None,
-        clinical_status=_status_code(r.get("clinicalStatus")),
-        verification_status=_status_code(r.get("verificationStatus")),
+    code = _object(r.get("code"), "code")
+    diagnosis = Diagnosis(
+        resource=resource_label(r), codings=codings_of(code, "code"),
+        text=_string(code.get("text"), "code.text", MAX_NAME_LENGTH),
+        clinical_status=_status_code(r.get("clinicalStatus"), "clinicalStatus"),
+        verification_status=_status_code(r.get("verificationStatus"), "verificationStatus"),
         onset=d.get("onsetDateTime") or d.get("onsetPeriod", "start"),
         abatement=d.get("abatementDateTime", end=True) or d.get("abatementPeriod", "end", end=True),
     )
+    if d.problem:
+        raise Unreadable(d.problem)
+    if not diagnosis.codings and not diagnosis.text:
+        raise Unreadable("it has no code and no name")
+    return diagnosis
 
 
 def patient_ref_of(r: dict) -> str | None:
@@ -186,45 +373,119 @@ def patient_ref_of(r: dict) -> str | None:
     return None
 
 
-def patient_data(patient_id: str, patient: dict | None, resources: Iterable[dict],
+def _subject_problem(r: dict, patient_id: str) -> str | None:
+    """Why a record searched for this patient does not belong to them (None: it does, or names no one)."""
+    subject = r.get("subject", r.get("patient"))
+    if subject is None:
+        return None
+    ref = reference_of(subject)
+    if ref is None:
+        return f"its subject {_short(subject)} is not a reference"
+    if ref.kind in ("relative", "absolute") and ref.local != f"Patient/{patient_id}":
+        return f"it belongs to {ref.local}, not Patient/{patient_id}"
+    return None
+
+
+def patient_data(patient_id: str, patient: dict | None, resources: Iterable[object],
                  medications: dict[str, dict]) -> PatientData:
+    """Every resource read into the model, or named in `problems` with the reason it could not be."""
     data = PatientData(patient_id, patient)
     for r in resources:
-        rtype = r.get("resourceType")
-        if rtype in MEDICATION_USE_TYPES:
+        label = resource_label(r) if isinstance(r, dict) else "a record"
+        problem = _record_problem(r, patient_id)
+        if problem:
+            data.problems.append(f"{label} could not be read: {problem}")
+        elif r["resourceType"] in MEDICATION_USE_TYPES:
             data.medications.append(exposure_from(r, medications))
-        elif rtype == "Condition":
-            data.conditions.append(diagnosis_from(r))
+        else:
+            try:
+                data.conditions.append(diagnosis_from(r))
+            except Unreadable as exc:
+                data.problems.append(f"{label} could not be read: {exc}")
     return data
 
 
+def _record_problem(r: object, patient_id: str) -> str | None:
+    if not isinstance(r, dict):
+        return f"it is a {_json_type(r)}, not a resource"
+    if r.get("resourceType") not in SEARCHED_TYPES:
+        return f"its resourceType {_short(r.get('resourceType'))} is not one of {', '.join(SEARCHED_TYPES)}"
+    return _subject_problem(r, patient_id)
+
+
 def patients_from_bundle(bundle: object, source: str = "input") -> dict[str, PatientData]:
-    """Group a Bundle's resources by patient. Raises UnreadableInput naming the problem."""
+    """Group a Bundle's resources by patient. Raises UnreadableInput naming the problem.
+
+    An entry that cannot be read, or a record whose patient is not in the Bundle, is a problem
+    of every patient in the Bundle: it may be theirs. Resources of types the app does not read
+    (Practitioner, Observation...) are left aside by design (contract.READ_TYPES).
+    """
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise UnreadableInput(f"{source}: not a FHIR Bundle")
     if bundle.get("type") not in BUNDLE_TYPES:
-        raise UnreadableInput(f"{source}: unsupported Bundle type {bundle.get('type')!r}")
-    patients: dict[str, dict] = {}
-    aliases: dict[str, dict] = {}
-    medications: dict[str, dict] = {}
-    clinical: list[dict] = []
-    for entry in bundle.get("entry") or ():
+        raise UnreadableInput(f"{source}: unsupported Bundle type {_short(bundle.get('type'))}")
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        raise UnreadableInput(f"{source}: Bundle.entry is {'missing' if entries is None else 'not a list'}")
+    sorted_ = _Entries(entries)
+    if not sorted_.patients:
+        raise UnreadableInput(f"{source}: the Bundle holds no Patient with a usable id")
+    grouped: dict[str, list[dict]] = {pid: [] for pid in sorted_.patients}
+    for r in sorted_.clinical:
+        patient = resolve(parse_reference(patient_ref_of(r)), sorted_.aliases)
+        if patient is None:
+            sorted_.problems.append(f"{resource_label(r)} could not be read: {_owner_problem(r)}")
+        else:
+            grouped[patient["id"]].append(r)
+    out = {}
+    for pid, patient in sorted_.patients.items():
+        out[pid] = data = patient_data(pid, patient, grouped[pid], sorted_.medications)
+        data.problems.extend(sorted_.problems)
+    return out
+
+
+def _owner_problem(r: dict) -> str:
+    ref = patient_ref_of(r)
+    return f"its patient {_short(ref)} is not in this file" if ref else "it names no patient (subject)"
+
+
+class _Entries:
+    """A Bundle's entries sorted: Patients, Medications (by every name), clinical records, unreadable entries."""
+
+    def __init__(self, entries: list):
+        self.patients: dict[str, dict] = {}
+        self.aliases: dict[str, dict] = {}  # fullUrl and "Patient/id" -> Patient
+        self.medications: dict[str, dict] = {}
+        self.clinical: list[dict] = []
+        self.problems: list[str] = []
+        for i, entry in enumerate(entries):
+            self._add(i, entry)
+
+    def _add(self, i: int, entry: object) -> None:
         r = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(r, dict):
-            continue
-        rtype, rid, full = r.get("resourceType"), r.get("id"), entry.get("fullUrl")
-        if rtype == "Patient" and rid:
-            patients[rid] = r
-            aliases.update(dict.fromkeys(index_keys(r, full), r))
+            self.problems.append(f"Bundle entry {i} could not be read: it holds no resource object")
+            return
+        rtype, full = r.get("resourceType"), entry.get("fullUrl")
+        if rtype == "Patient":
+            self._patient(i, r, full)
         elif rtype == "Medication":
-            medications.update(dict.fromkeys(index_keys(r, full), r))
+            self.medications.update(dict.fromkeys(index_keys(r, full), r))
         elif rtype in SEARCHED_TYPES:
-            clinical.append(r)
-    if not patients:
-        raise UnreadableInput(f"{source}: the Bundle holds no Patient")
-    grouped: dict[str, list[dict]] = {pid: [] for pid in patients}
-    for r in clinical:
-        patient = resolve(parse_reference(patient_ref_of(r)), aliases)
-        if patient:
-            grouped[patient["id"]].append(r)
-    return {pid: patient_data(pid, patients[pid], grouped[pid], medications) for pid in patients}
+            self.clinical.append(r)
+        elif not _ignorable_type(rtype):
+            self.problems.append(f"Bundle entry {i} could not be read: resourceType {_short(rtype)}")
+
+    def _patient(self, i: int, r: dict, full: object) -> None:
+        if not index_keys(r):
+            self.problems.append(f"Bundle entry {i} could not be read: a Patient without a usable id")
+            return
+        self.patients[r["id"]] = r
+        self.aliases.update(dict.fromkeys(index_keys(r, full), r))
+
+
+def _ignorable_type(rtype: object) -> bool:
+    """A well-formed resource type the app does not read (not a misspelling of one it does)."""
+    if not isinstance(rtype, str) or not RESOURCE_TYPE.fullmatch(rtype):
+        return False
+    return rtype.casefold() not in {t.casefold() for t in (*READ_TYPES, "Bundle")}
