@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 from .clinical.model import Assessment, TitrationRequest
+from .clinical.opioids import validate_washout
 from .errors import AppError, InputError, UnreadableInput, WriteRefused
 from .fhir.parse import PatientData, patients_from_bundle
 from .services import SignRequest, assess_data, assessment_to_json, plan_order
@@ -34,6 +34,8 @@ def read_json_file(path: str):
         return json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UnreadableInput(f"{path}: not JSON ({exc})") from exc
+    except RecursionError:  # the decoder's nesting limit (the interpreter's recursion limit, ~1,000 levels)
+        raise UnreadableInput(f"{path}: JSON nested too deeply to read") from None
 
 
 def read_bundle_file(path: str) -> dict[str, PatientData]:
@@ -53,25 +55,34 @@ def print_assessment(a: Assessment, out) -> None:
 
 
 def cmd_assess(args) -> int:
-    for a in _assessments(args):
-        if args.json:
-            print(json.dumps(assessment_to_json(a)))
-        else:
-            print_assessment(a, sys.stdout)
-    return EXIT_OK
-
-
-def _assessments(args) -> Iterator[Assessment]:
+    """Every patient of every file (or the one on --server); an unreadable file gets one line, exit 2, and the
+    other files are still assessed."""
+    validate_washout(args.washout_days)
     if args.server or args.patient:
         from .cli_server import assess_on_server
 
-        yield assess_on_server(args)
-        return
+        _print(assess_on_server(args), args)
+        return EXIT_OK
     if not args.files:
         raise InputError("give Bundle FILEs, or --server BASE --patient ID")
+    status = EXIT_OK
     for path in args.files:
-        for data in read_bundle_file(path).values():
-            yield assess_data(data, as_of=args.as_of, washout_days=args.washout_days)
+        try:
+            patients = read_bundle_file(path)
+        except UnreadableInput as exc:
+            print(f"ldn-app: {exc.detail}", file=sys.stderr)
+            status = EXIT_UNREADABLE
+            continue
+        for data in patients.values():
+            _print(assess_data(data, as_of=args.as_of, washout_days=args.washout_days), args)
+    return status
+
+
+def _print(a: Assessment, args) -> None:
+    if args.json:
+        print(json.dumps(assessment_to_json(a)))
+    else:
+        print_assessment(a, sys.stdout)
 
 
 def cmd_plan(args) -> int:

@@ -1,4 +1,4 @@
-"""The sample patients are valid R4 Bundles, self-contained, uniquely named and matched by expected.json."""
+"""The sample patients are valid R4 Bundles, self-contained, uniquely named and matched by expected/expected.json."""
 
 from __future__ import annotations
 
@@ -155,10 +155,10 @@ def test_an_earliest_start_after_as_of_always_means_contraindicated():
             assert outcome["decision"] == Decision.CONTRAINDICATED, pid
 
 
-def test_the_samples_directory_holds_only_bundles_and_expected_json():
+def test_the_samples_glob_matches_only_patient_bundles_so_the_readme_command_reads_no_expected_results():
     names = {p.name for p in SAMPLES_DIR.glob("*.json")}
-    assert names == {f"{pid}.json" for pid in SAMPLE_IDS} | {"expected.json"}
-    json.loads((SAMPLES_DIR / "expected.json").read_text(encoding="utf-8"))
+    assert names == {f"{pid}.json" for pid in SAMPLE_IDS}
+    assert all(json.loads((SAMPLES_DIR / n).read_text(encoding="utf-8"))["resourceType"] == "Bundle" for n in names)
 
 
 def test_load_sample_rejects_an_unknown_id_instead_of_reading_any_path():

@@ -225,7 +225,7 @@ class _DrugReader:
         self._add(reading_of(concept, "medicationCodeableConcept"))
         if reference is not None:
             self._reference(reference, "medicationReference", depth=0, ingredient=False)
-        if not self.readings:
+        if not any(r.codings or r.names for r in self.readings):
             raise Unreadable("its medication has no code and no name")
         return tuple(self.readings)
 
@@ -360,7 +360,7 @@ def diagnosis_from(r: dict) -> Diagnosis:
     )
     if d.problem:
         raise Unreadable(d.problem)
-    if not diagnosis.codings and not diagnosis.text:
+    if not diagnosis.text and not any(c.code or c.display for c in diagnosis.codings):
         raise Unreadable("it has no code and no name")
     return diagnosis
 

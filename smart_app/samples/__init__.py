@@ -10,7 +10,7 @@ from pathlib import Path
 
 SAMPLE_AS_OF = date(2026, 1, 15)
 SAMPLES_DIR = Path(__file__).resolve().parent
-EXPECTED_FILE = "expected.json"
+EXPECTED_FILE = SAMPLES_DIR / "expected" / "expected.json"  # outside the *.json glob of the samples
 
 # A FHIR date, dateTime or instant with a full day: YYYY-MM-DD, optionally Thh:mm[:ss[.fff]][zone].
 _DATE_VALUE = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?")
@@ -20,7 +20,7 @@ _NEVER_SHIFTED = frozenset({"id", "code", "reference", "system", "url", "fullUrl
 
 def sample_ids() -> list[str]:
     """Every sample patient id (= file name without .json), sorted."""
-    return sorted(p.stem for p in SAMPLES_DIR.glob("*.json") if p.name != EXPECTED_FILE)
+    return sorted(p.stem for p in SAMPLES_DIR.glob("*.json"))
 
 
 def load_sample(pid: str) -> dict:
@@ -32,7 +32,7 @@ def load_sample(pid: str) -> dict:
 
 def load_expected() -> dict:
     """Patient id -> {"decision", "rules", "earliest_start_date", "why"} for as_of SAMPLE_AS_OF."""
-    return _read_json(SAMPLES_DIR / EXPECTED_FILE)
+    return _read_json(EXPECTED_FILE)
 
 
 def shifted(bundle: dict, days: int) -> dict:
