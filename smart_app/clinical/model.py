@@ -86,22 +86,16 @@ class MedicationExposure:
     """One medication record (MedicationStatement / Request / Dispense) as the rules see it."""
 
     resource: str  # "MedicationRequest/123"
-    readings: tuple[DrugReading, ...]  # every description of the drug: both medication[x], Medication, ingredients
+    codings: tuple[Coding, ...]  # every coding of `readings`, in order
+    names: tuple[str, ...]  # every name of `readings` (text, coding displays, reference displays), once each
     status: str | None
     state: ExposureState
     start: date | None = None
     last_exposure: date | None = None  # last day of use (ENDED), None otherwise
     date_problem: str | None = None  # why state is UNKNOWN, in plain words
+    readings: tuple[DrugReading, ...] = ()  # each description of the drug: medication[x], Medication, ingredients
     free_text: tuple[str, ...] = ()  # dosage texts and notes, where a drug may be named in words
     unreadable: str | None = None  # why part of the drug's description could not be read, in plain words
-
-    @property
-    def codings(self) -> tuple[Coding, ...]:
-        return tuple(c for r in self.readings for c in r.codings)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(n for r in self.readings for n in r.names))
 
     @property
     def resource_type(self) -> str:

@@ -47,7 +47,7 @@ def is_readable_name(name: str) -> bool:
 
 def classify(med: MedicationExposure, terminology: Terminology) -> Classification:
     """Every reading of the drug (codes, names, both medication[x], ingredients); the most dangerous wins."""
-    key = (med.readings, med.free_text)
+    key = (med.readings or (med.codings, med.names), med.free_text)  # readings hold every coding and name
     found = terminology.memo.get(key)
     if found is None:
         found = terminology.memo[key] = _classify(med, terminology)

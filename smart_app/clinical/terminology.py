@@ -97,9 +97,10 @@ class LruCache(OrderedDict):
 
     def get(self, key, default=None):
         with self._lock:
-            if key not in self:
+            try:
+                self.move_to_end(key)
+            except KeyError:
                 return default
-            self.move_to_end(key)
             return super().__getitem__(key)
 
     def __setitem__(self, key, value) -> None:

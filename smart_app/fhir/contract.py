@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 # What the app reads (checked against fhir_profiles/CapabilityStatement-ldn-app-client.json by a test).
@@ -52,6 +53,11 @@ def parse_reference(value: object) -> Reference | None:
     """A reference string in any valid form, or None when it is not one (never raises)."""
     if not isinstance(value, str) or not value or len(value) > MAX_REFERENCE_LENGTH:
         return None
+    return _parse(value)
+
+
+@lru_cache(maxsize=4096)  # a record's subject and medication references repeat: parse each once
+def _parse(value: str) -> Reference | None:
     text = value.strip()
     m = _CONTAINED.fullmatch(text)
     if m:

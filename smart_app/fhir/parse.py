@@ -180,28 +180,55 @@ def _coding(system, code, display) -> Coding:
 
 
 def codings_of(concept: dict, where: str) -> tuple[Coding, ...]:
-    codings = _items(concept.get("coding"), f"{where}.coding")
-    if len(codings) > MAX_CODINGS:
+    codings = concept.get("coding")
+    if codings is None:
+        return ()
+    if type(codings) is not list or len(codings) > MAX_CODINGS:
+        _items(codings, f"{where}.coding")  # raises, naming the problem
         raise Unreadable(f"{where}.coding has {len(codings)} codings (more than {MAX_CODINGS})")
-    out = []
-    for i, c in enumerate(codings):
-        at = f"{where}.coding[{i}]"
-        c = _object(c, at)
-        out.append(_coding(_string(c.get("system"), f"{at}.system", MAX_NAME_LENGTH),
-                           _string(c.get("code"), f"{at}.code", MAX_CODE_LENGTH),
-                           _string(c.get("display"), f"{at}.display", MAX_NAME_LENGTH)))
-    return tuple(out)
+    return tuple(_coding_of(c, where, i) for i, c in enumerate(codings))
+
+
+def _coding_of(c: object, where: str, i: int) -> Coding:
+    if type(c) is dict:  # the hot path: plain short strings
+        system, code, display = c.get("system"), c.get("code"), c.get("display")
+        if _short_str(system, MAX_NAME_LENGTH) and _short_str(code, MAX_CODE_LENGTH) \
+                and _short_str(display, MAX_NAME_LENGTH):
+            return _coding(system, code, display)
+    at = f"{where}.coding[{i}]"
+    c = _object(c, at)
+    return _coding(_string(c.get("system"), f"{at}.system", MAX_NAME_LENGTH),
+                   _string(c.get("code"), f"{at}.code", MAX_CODE_LENGTH),
+                   _string(c.get("display"), f"{at}.display", MAX_NAME_LENGTH))
+
+
+def _short_str(value: object, limit: int) -> bool:
+    return value is None or (type(value) is str and len(value) <= limit)
 
 
 def reading_of(concept: object, where: str, *, ingredient: bool = False) -> DrugReading | None:
     """One CodeableConcept naming a drug; Unreadable when its shape is wrong."""
     if concept is None:
         return None
+    if type(concept) is dict:  # the hot path: one coding of short strings, and a text
+        coding, text = concept.get("coding"), concept.get("text")
+        if type(coding) is list and len(coding) == 1 and type(coding[0]) is dict and _short_str(text, MAX_NAME_LENGTH):
+            c = coding[0]
+            system, code, display = c.get("system"), c.get("code"), c.get("display")
+            if _short_str(system, MAX_NAME_LENGTH) and _short_str(code, MAX_CODE_LENGTH) \
+                    and _short_str(display, MAX_NAME_LENGTH):
+                return _single_reading(where, system, code, display, text, ingredient)
     concept = _object(concept, where)
     codings = codings_of(concept, where)
     text = _string(concept.get("text"), f"{where}.text", MAX_NAME_LENGTH)
     names = tuple(dict.fromkeys(n for n in (text, *(c.display for c in codings)) if n))
     return DrugReading(where, codings, names, ingredient)
+
+
+@lru_cache(maxsize=8192)
+def _single_reading(where: str, system, code, display, text, ingredient: bool) -> DrugReading:
+    names = tuple(dict.fromkeys(n for n in (text, display) if n))
+    return DrugReading(where, (_coding(system, code, display),), names, ingredient)
 
 
 def _display_reading(ref: object, where: str, ingredient: bool) -> DrugReading | None:
@@ -220,6 +247,10 @@ class _DrugReader:
     def read(self) -> tuple[DrugReading, ...]:
         concept = self.record.get("medicationCodeableConcept")
         reference = self.record.get("medicationReference")
+        if reference is None and type(concept) is dict:  # the hot path: the drug is the record's own concept
+            reading = reading_of(concept, "medicationCodeableConcept")
+            if reading.codings or reading.names:
+                return (reading,)
         if concept is None and reference is None:
             raise Unreadable("it names no medication (no medicationCodeableConcept or medicationReference)")
         self._add(reading_of(concept, "medicationCodeableConcept"))
@@ -270,8 +301,13 @@ def medication_dates(rtype: str, r: dict) -> RecordDates:
     d = _Dates(r)
     if rtype == "MedicationStatement":
         point = d.day(r.get("effectiveDateTime"), ("effectiveDateTime",))
-        start = d.get("effectivePeriod", "start") or point
-        end = d.get("effectivePeriod", "end", end=True) or point
+        period = r.get("effectivePeriod")
+        if type(period) is dict:  # the hot path: fetched directly
+            start = d.day(period.get("start"), ("effectivePeriod", "start")) or point
+            end = d.day(period.get("end"), ("effectivePeriod", "end"), end=True) or point
+        else:
+            start = d.get("effectivePeriod", "start") or point
+            end = d.get("effectivePeriod", "end", end=True) or point
         return RecordDates(start, end, d.day(r.get("dateAsserted"), ("dateAsserted",)), None, d.problem)
     if rtype == "MedicationRequest":
         return _request_dates(r, d)
@@ -326,8 +362,11 @@ def exposure_from(r: dict, medications: dict[str, dict]) -> MedicationExposure:
         readings, unreadable = tuple(drug.readings), str(exc)
     status = r.get("status") if isinstance(r.get("status"), str) else None
     meaning = interpret(rtype, status, medication_dates(rtype, r))
+    one = readings[0] if len(readings) == 1 else None  # the usual case: one CodeableConcept
     return MedicationExposure(
-        resource=resource_label(r), readings=readings, status=status, state=meaning.state,
+        resource=resource_label(r), codings=one.codings if one else tuple(c for x in readings for c in x.codings),
+        names=one.names if one else tuple(dict.fromkeys(n for x in readings for n in x.names)),
+        readings=readings, status=status, state=meaning.state,
         start=meaning.start, last_exposure=meaning.last_exposure, date_problem=meaning.problem,
         free_text=free_text, unreadable=unreadable,
     )
