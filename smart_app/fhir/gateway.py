@@ -37,7 +37,7 @@ import requests
 
 from smart_app.errors import FhirAuthError, FhirServerError, FhirUnavailable
 
-from .contract import ENTERED_IN_ERROR_TYPES, MEDICATION_USE_TYPES, SEARCHED_TYPES, parse_reference
+from .contract import ENTERED_IN_ERROR_TYPES, MEDICATION_USE_TYPES, SEARCHED_TYPES, parse_reference, reference_of
 
 logger = logging.getLogger(__name__)
 
@@ -242,9 +242,9 @@ class FhirGateway:
         wanted: dict[str, list[str]] = {}  # "Medication/<id>" -> references as written
         for resource_type in MEDICATION_USE_TYPES:
             for resource in resources[resource_type]:
-                reference = (resource.get("medicationReference") or {}).get("reference")
-                if isinstance(reference, str) and reference and not reference.startswith("#"):
-                    wanted.setdefault(self._local_reference(reference, "Medication"), []).append(reference)
+                ref = reference_of(resource.get("medicationReference"))  # unusable ones: the parser names them
+                if ref is not None and ref.kind != "contained":
+                    wanted.setdefault(self._local_reference(ref.text, "Medication"), []).append(ref.text)
         medications = {key: found.included[key] for key in wanted if key in found.included}
         missing = sorted(set(wanted) - set(medications))
         if missing:
@@ -461,7 +461,7 @@ class FhirGateway:
     def _json(response: requests.Response, what: str, expect: str | None = None) -> dict:
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder reads
             raise FhirServerError(f"{what}: the response is not JSON", http_status=response.status_code) from None
         if not isinstance(body, dict) or (expect and body.get("resourceType") != expect):
             found = body.get("resourceType") if isinstance(body, dict) else type(body).__name__
@@ -610,7 +610,7 @@ def _diagnostics(response: requests.Response) -> tuple[str, ...]:
     """issue[].diagnostics / issue[].details.text of an OperationOutcome body, if there is one."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return ()
     if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
         return ()
