@@ -403,3 +403,28 @@ def test_feedback_needs_the_ehr_token_too(app, client):
 def test_a_malformed_cds_clients_setting_stops_the_app_at_start_up():
     with pytest.raises(ValueError, match="CDS_CLIENTS"):
         create_app({"CDS_CLIENTS": "https://ehr.example.org"})
+
+
+# --- replay across instances (SESSION_STORE=redis://) ----------------------------------------------
+
+def redis_app(jwks_url, redis_url):
+    return create_app({"ALLOWED_ISSUERS": FHIR, "PUBLIC_BASE_URL": APP_BASE, "CDS_CLIENTS": f"{EHR_ISS}|{jwks_url}",
+                       "TODAY": SAMPLE_AS_OF.isoformat(), "SESSION_STORE": redis_url, "SESSION_STORE_TIMEOUT": 1})
+
+
+def test_a_token_used_on_one_instance_is_refused_on_another_sharing_redis(jwks_url, ehr, redis_server):
+    first, second = (redis_app(jwks_url, redis_server.url).test_client() for _ in range(2))
+    pid = "ldn-fibromyalgia"
+    body = hook_body("order-sign", pid, [ldn_draft(pid)], prefetch_for(sample_resources(pid)))
+    headers = ehr.headers(SIGN)
+    assert first.post(SIGN, json=body, headers=headers).status_code == 200
+    assert second.post(SIGN, json=body, headers=headers).status_code == 401
+    assert second.post(SIGN, json=body, headers=ehr.headers(SIGN)).status_code == 200
+
+
+def test_with_redis_down_a_call_is_refused_with_503_and_nothing_is_read(jwks_url, ehr, own_redis, rsps):
+    client = redis_app(jwks_url, own_redis.url).test_client()
+    own_redis.stop()
+    response = client.post(SIGN, json=readable_body(), headers=ehr.headers(SIGN))
+    assert response.status_code == 503 and "replay store" in response.json["error_description"]
+    assert len(rsps.calls) == 0

@@ -13,7 +13,7 @@ from ..smart import oauth
 from ..web.views import today
 from . import hooks
 from .cards import RULE_TITLES
-from .trust import ClientVerifier, Overloaded, Untrusted, parse_clients
+from .trust import ClientVerifier, Overloaded, Untrusted, make_seen, parse_clients
 
 log = logging.getLogger(__name__)
 bp = Blueprint("cds", __name__, template_folder="templates")
@@ -24,7 +24,8 @@ OUTCOMES = ("accepted", "overridden")
 def init_app(app: Flask) -> None:
     """The verifier of CDS Client JWTs (LDN_CDS_CLIENTS) and the feedback log."""
     app.extensions["cds.verifier"] = ClientVerifier(parse_clients(app.config.get("CDS_CLIENTS") or ""),
-                                                    timeout=float(app.config.get("FHIR_CONNECT_TIMEOUT", 5)))
+                                                    timeout=float(app.config.get("FHIR_CONNECT_TIMEOUT", 5)),
+                                                    seen=make_seen(app.config))
     app.extensions["cds.feedback"] = deque(maxlen=FEEDBACK_KEPT)
 
 

@@ -8,6 +8,7 @@ PyJWKClient, fetched with a timeout and cached); `aud` must be the URL of the en
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +30,7 @@ class Untrusted(Exception):
 
 
 class Overloaded(Exception):
-    """The replay memory is full of unexpired token ids (HTTP 503): refuse rather than forget one."""
+    """A token id cannot be recorded (memory full of unexpired ids, or Redis down): HTTP 503, never a pass."""
 
 
 def parse_clients(raw: str | Mapping[str, str]) -> dict[str, str]:
@@ -75,17 +76,45 @@ class SeenTokens:
         return len(self._seen)
 
 
+class RedisSeenTokens:
+    """Seen token ids shared by every instance (SESSION_STORE=redis://...): one atomic SET NX EX per token."""
+
+    def __init__(self, url: str, *, timeout: float = 2.0, clock: Callable[[], float] = time.time):
+        import redis  # only deployments with a redis:// store need it
+
+        self._errors = redis.RedisError
+        self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._clock = clock
+
+    def first_use(self, key: str, expires_at: float) -> bool:
+        name = "ldn:cds-jti:" + hashlib.sha256(key.encode()).hexdigest()
+        ttl = max(1, int(expires_at + LEEWAY - self._clock()) + 1)
+        try:
+            return bool(self._client.set(name, "1", nx=True, ex=ttl))
+        except self._errors as err:
+            raise Overloaded(f"the replay store is unavailable ({type(err).__name__})") from None
+
+
+def make_seen(config: Mapping) -> SeenTokens | RedisSeenTokens:
+    """Where seen token ids live: with the sessions (Redis, shared by instances) or in this process."""
+    store = str(config.get("SESSION_STORE") or "memory")
+    if store.startswith(("redis://", "rediss://", "unix://")):
+        return RedisSeenTokens(store, timeout=float(config.get("SESSION_STORE_TIMEOUT", 2.0)))
+    return SeenTokens()
+
+
 @dataclass
 class ClientVerifier:
     """Verifies CDS Client JWTs for one app: configured clients, their JWKS clients, seen token ids."""
 
     clients: dict[str, str]
     timeout: float = 5.0
-    seen: SeenTokens | None = None
+    seen: SeenTokens | RedisSeenTokens | None = None
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
-        self.seen = self.seen or SeenTokens(clock=self.clock)
+        if self.seen is None:
+            self.seen = SeenTokens(clock=self.clock)
         self._jwks = {iss: jwt.PyJWKClient(url, cache_jwk_set=True, lifespan=JWKS_CACHE_SECONDS,
                                            timeout=self.timeout) for iss, url in self.clients.items()}
 
