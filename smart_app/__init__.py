@@ -25,7 +25,7 @@ def create_app(config: dict | None = None) -> Flask:
     from .cds import blueprint as cds
     from .fhir.gateway import FhirGateway
     from .smart import blueprint as smart
-    from .web import health, views
+    from .web import health, open_server, views
 
     smart.init_app(app)
     app.extensions["gateway_factory"] = FhirGateway.from_config  # (config, iss, token_provider) -> gateway
@@ -34,6 +34,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(views.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(cds.bp)
+    app.register_blueprint(open_server.bp)
     _error_pages(app)
     app.after_request(views.security_headers)
     return app

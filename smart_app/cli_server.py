@@ -17,7 +17,8 @@ def register(sub) -> None:
     lo.add_argument("files", nargs="*", metavar="FILE")
     lo.add_argument("--server", required=True, metavar="BASE", help="the FHIR base URL")
     lo.add_argument("--samples", action="store_true",
-                    help="also load the built-in sample patients, dates moved so that they are current today")
+                    help="also load the built-in sample patients (dates moved so that they are current today) and "
+                         "their prescriber, Practitioner/ldn-sample-prescriber")
     lo.set_defaults(func=cmd_load)
 
 
@@ -25,12 +26,14 @@ def cmd_load(args) -> int:
     from .cli import read_json_file
     from .errors import InputError
     from .fhir.load import LoadError, load_each
-    from .samples import samples_as_of
+    from .samples import SAMPLE_PRESCRIBER, samples_as_of
 
     if not args.files and not args.samples:
         raise InputError("give Bundle FILEs to load, or --samples")
     bundles = {path: read_json_file(path) for path in args.files}
     if args.samples:
+        bundles["sample prescriber"] = {"resourceType": "Bundle", "type": "collection",
+                                        "entry": [{"resource": SAMPLE_PRESCRIBER}]}
         bundles.update({f"sample {pid}": b for pid, b in samples_as_of(date.today()).items()})
     created = updated = 0
     try:

@@ -25,6 +25,8 @@ DEFAULTS: dict[str, object] = {
     "FHIR_READ_TIMEOUT": 30.0,
     "FHIR_RETRIES": 3,
     "LOG_LEVEL": "INFO",
+    "OPEN_SERVERS": "",  # comma-separated FHIR bases with no authorization (test data only): patient search
+    "OPEN_REQUESTER": "",  # open servers: the Practitioner reference signing orders; unset -> signing disabled
     "DEFAULT_ISS": "",  # standalone launch: the FHIR base used when /launch gets no iss (must be allowed)
     "LAUNCH_TTL_SECONDS": 600,  # how long a pending launch (state + PKCE verifier) stays usable
     "TOKEN_REFRESH_MARGIN_SECONDS": 60,  # refresh the access token this long before it expires

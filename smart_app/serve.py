@@ -44,11 +44,16 @@ def cmd_serve(args) -> int:
     from . import create_app
 
     config = from_environment()
-    if not config["ALLOWED_ISSUERS"]:
-        raise SystemExit("ldn-app serve: set LDN_ALLOWED_ISSUERS (the FHIR base URLs allowed to launch the app)")
-    if not config["SECRET_KEY"]:
-        logging.getLogger(__name__).warning("LDN_SECRET_KEY unset: a random key is used (fine for one instance)")
+    if not config["ALLOWED_ISSUERS"] and not config["OPEN_SERVERS"]:
+        raise SystemExit("ldn-app serve: set LDN_ALLOWED_ISSUERS (the FHIR base URLs allowed to launch the app), "
+                         "or LDN_OPEN_SERVERS (test servers without authorization)")
     logging.basicConfig(level=str(config["LOG_LEVEL"]).upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log = logging.getLogger(__name__)
+    if not config["SECRET_KEY"]:
+        log.warning("LDN_SECRET_KEY unset: a random key is used (fine for one instance)")
+    if config["OPEN_SERVERS"]:
+        log.warning("LDN_OPEN_SERVERS: %s have no authorization; they must not hold real patient data",
+                    config["OPEN_SERVERS"])
     serve(create_app(), host=args.host, port=args.port, threads=args.threads, ident="ldn-app")
     return 0
 

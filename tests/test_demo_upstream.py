@@ -2,51 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
-import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import requests
 from forwarder import Forwarder
+from processes import LDN_APP, started, stopped, wait_for
 from test_app_flow_live import ORDER_SYSTEM, decision, preview, sign
 
 from smart_app.fhir.load import load_bundles
 from smart_app.sandbox.fhir_server import free_port, start_fhir_server
 
 pytestmark = pytest.mark.live
-LDN_APP = str(Path(sys.executable).with_name("ldn-app"))
-
-
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[0]
-        try:
-            if requests.get(url, timeout=5).status_code < 500:
-                return
-        except (requests.ConnectionError, requests.Timeout):
-            pass  # not listening yet, or bound but still loading (the socket accepts before it serves)
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {timeout} s")
-
-
-def started(argv: list[str], env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def stopped(process: subprocess.Popen) -> str:
-    process.terminate()
-    try:
-        return process.communicate(timeout=15)[0]
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.communicate()[0]
 
 
 def stored(fhir_base: str, rtype: str, patient: str) -> list[dict]:

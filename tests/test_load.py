@@ -60,7 +60,9 @@ def test_loading_twice_creates_nothing_the_second_time(capsys):
         again = requests.get(f"{server.base_url}/MedicationStatement", params={"_summary": "count"}, timeout=10)
 
     assert (first_code, second_code) == (0, 0)
-    assert len(first.splitlines()) == 2 + len(sample_ids()) + 1  # one line per transaction, one total
+    # one line per transaction (2 files, the sample prescriber, each sample patient), one total
+    assert len(first.splitlines()) == 2 + 1 + len(sample_ids()) + 1
+    assert "Practitioner/ldn-sample-prescriber: 1 created, 0 updated" in first
     entries = len(load_sample("ldn-medication-reference")["entry"])
     assert f"Patient/ldn-medication-reference: {entries} created, 0 updated" in first
     assert second.splitlines()[-1].startswith("done: 0 resources created, ")

@@ -180,6 +180,17 @@ class FhirGateway:
         """Like `search`, keeping `_include`d resources, unreadable entries and warnings aside."""
         return self._search(resource_type, params, self._token(), _EntryBudget(self.max_entries))
 
+    def search_page(self, resource_type: str, params: Mapping[str, str] | None = None,
+                    page_url: str | None = None) -> dict:
+        """One page of a search as the server sent it (a Bundle): the first, or the `next` link of an
+        earlier page (followed as given - HAPI's `_getpages` cursors are opaque - and only on this server)."""
+        _check_type(resource_type)
+        url = self._same_server_url(page_url) if page_url else f"{self.base_url}/{resource_type}"
+        what = f"search {resource_type} page"
+        response = self._request("GET", url, params=None if page_url else dict(params or {}), token=self._token(),
+                                 what=what)
+        return self._json(response, what, expect="Bundle")
+
     def read_patient_record(self, patient_id: str) -> PatientRecord:
         """Patient, medication use, conditions and referenced Medications - all of it, or an error.
 

@@ -18,6 +18,11 @@ _DATE_VALUE = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-
 _NEVER_SHIFTED = frozenset({"id", "code", "reference", "system", "url", "fullUrl", "value", "version"})
 
 
+# The prescriber `ldn-app load --samples` adds, for LDN_OPEN_REQUESTER=Practitioner/ldn-sample-prescriber.
+SAMPLE_PRESCRIBER = {"resourceType": "Practitioner", "id": "ldn-sample-prescriber", "active": True,
+                     "name": [{"use": "official", "family": "Sample", "given": ["Robin"], "prefix": ["Dr."]}]}
+
+
 def sample_ids() -> list[str]:
     """Every sample patient id (= file name without .json), sorted."""
     return sorted(p.stem for p in SAMPLES_DIR.glob("*.json"))

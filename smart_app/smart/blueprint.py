@@ -6,9 +6,10 @@ import time
 from urllib.parse import urlencode
 
 import requests
-from flask import Blueprint, Flask, current_app, g, jsonify, redirect, render_template, request, session
+from flask import Blueprint, Flask, current_app, g, jsonify, redirect, render_template, request, session, url_for
 
 from smart_app.errors import AppError
+from smart_app.open_servers import is_open, normalize
 from smart_app.smart import oauth
 from smart_app.smart.launches import Launches
 from smart_app.smart.store import ServerSideSessionInterface, make_store, new_session_id
@@ -64,6 +65,8 @@ def launch():
     """EHR launch (iss + launch) or standalone launch (iss, or DEFAULT_ISS). A session (and cookie)
     is created only once the iss is allowed and the pending launch fits under the cap."""
     iss = request.args.get("iss") or current_app.config.get("DEFAULT_ISS") or None
+    if not request.args.get("launch") and is_open(current_app.config, iss):  # no SMART: pick a patient
+        return _no_store(redirect(url_for("open.patients", iss=normalize(iss))))
     owner = session.get(OWNER) or new_session_id()
     mine = _launches(owner)
     url = oauth.begin_launch(current_app.config, iss, request.args.get("launch"), mine, http())
@@ -75,11 +78,22 @@ def launch():
 def callback():
     """The authorization server's redirect: code exchange, a new launch, then a fresh session id."""
     context = oauth.complete_launch(current_app.config, request.args, launches(), http())
-    session[LAUNCH_IDS] = [*session.get(LAUNCH_IDS, []), context.launch_id][-MAX_LAUNCH_IDS:]
-    session.regenerate()  # logged in now: new id, the pre-login id is dropped (fixation)
-    response = _no_store(redirect("/?" + urlencode({"lid": context.launch_id})))
+    response = open_review(context.launch_id)
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
+
+
+def open_review(launch_id: str):
+    """Remember a completed launch in this browser's session (new session id) and go to its review page."""
+    session[LAUNCH_IDS] = [*session.get(LAUNCH_IDS, []), launch_id][-MAX_LAUNCH_IDS:]
+    session.regenerate()  # logged in now: new id, the pre-login id is dropped (fixation)
+    return _no_store(redirect("/?" + urlencode({"lid": launch_id})))
+
+
+def owned_launches() -> Launches:
+    """This browser's launches, giving the browser its owner id first if it has none yet."""
+    session[OWNER] = session.get(OWNER) or new_session_id()
+    return _launches(session[OWNER])
 
 
 @bp.post("/logout")

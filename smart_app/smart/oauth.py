@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from smart_app.errors import AppError, FhirUnavailable, LaunchError, SessionExpired
+from smart_app.open_servers import NO_REQUESTER, OPEN_LAUNCH
 from smart_app.smart.discovery import SmartConfiguration, discover
 from smart_app.smart.launches import Launches
 from smart_app.smart.scopes import (
@@ -96,6 +97,8 @@ class SmartContext:
     def prescriber_problem(self) -> str | None:
         """Why this launch may not sign an order (no known prescriber), or None."""
         if not self.fhir_user:
+            if self.launch_mode == OPEN_LAUNCH:
+                return NO_REQUESTER
             return ("the EHR did not identify the signed-in user (no validated OpenID Connect id_token "
                     "with fhirUser)")
         kind = _reference_type(self.fhir_user)

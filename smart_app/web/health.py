@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from flask import Blueprint, current_app, jsonify
 
 from ..errors import SessionStoreUnavailable
+from ..open_servers import open_servers
 from ..services import fhir_base_problem
 from ..smart.oauth import allowed_issuers
 
@@ -37,7 +38,7 @@ def readyz():
 
 def fhir_bases(config: Mapping) -> list[str]:
     """Every FHIR base the app is configured to talk to."""
-    return sorted(allowed_issuers(config))
+    return sorted(allowed_issuers(config) | open_servers(config))
 
 
 def _store_check(store) -> str:

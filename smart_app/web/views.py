@@ -27,6 +27,7 @@ from ..errors import (
 )
 from ..fhir.build import REVIEW_WINDOW_DAYS, decision_key, order_key
 from ..fhir.parse import PatientData
+from ..open_servers import OPEN_LAUNCH
 from ..services import SignRequest, assess_data, assessment_to_json, place_order, plan_order, read_patient
 from ..smart import oauth
 from ..smart.blueprint import http, launches
@@ -69,7 +70,8 @@ def gateway():
     """The one FHIR gateway of this request, made by the app's `gateway_factory` (tests replace it)."""
     if "gateway" not in g:
         ctx = smart_context()
-        provider = oauth.token_provider(current_app.config, launches(), ctx.launch_id, http())
+        provider = None if ctx.launch_mode == OPEN_LAUNCH else oauth.token_provider(
+            current_app.config, launches(), ctx.launch_id, http())
         g.gateway = current_app.extensions["gateway_factory"](current_app.config, ctx.iss, provider)
         if session.get(WROTE):
             g.gateway.assume_written()
