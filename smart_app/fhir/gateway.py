@@ -188,7 +188,7 @@ class FhirGateway:
         url = self._same_server_url(page_url) if page_url else f"{self.base_url}/{resource_type}"
         what = f"search {resource_type} page"
         response = self._request("GET", url, params=None if page_url else dict(params or {}), token=self._token(),
-                                 what=what)
+                                 what=what, deadline=self._reads_deadline())
         return self._json(response, what, expect="Bundle")
 
     def read_patient_record(self, patient_id: str) -> PatientRecord:
