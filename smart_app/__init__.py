@@ -23,12 +23,13 @@ def create_app(config: dict | None = None) -> Flask:
     logging.getLogger("smart_app").setLevel(str(app.config.get("LOG_LEVEL", "INFO")).upper())
 
     from .cds import blueprint as cds
-    from .fhir.gateway import FhirGateway
+    from .fhir.gateway import GatewayFactory
     from .smart import blueprint as smart
     from .web import health, open_server, views
 
     smart.init_app(app)
-    app.extensions["gateway_factory"] = FhirGateway.from_config  # (config, iss, token_provider) -> gateway
+    app.extensions["gateway_factory"] = factory = GatewayFactory(app.config)  # (config, iss, token_provider)
+    app.extensions["fhir.documents"] = factory.documents  # per-issuer discovery + CapabilityStatement cache
     cds.init_app(app)
     app.register_blueprint(smart.bp)
     app.register_blueprint(views.bp)

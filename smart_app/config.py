@@ -31,6 +31,7 @@ DEFAULTS: dict[str, object] = {
     "LAUNCH_TTL_SECONDS": 600,  # how long a pending launch (state + PKCE verifier) stays usable
     "TOKEN_REFRESH_MARGIN_SECONDS": 60,  # refresh the access token this long before it expires
     "FHIR_READ_DEADLINE": 20.0,  # seconds for all FHIR reads of one page, retries included; then cannot-determine
+    "FHIR_METADATA_TTL": 3600.0,  # seconds discovery and the CapabilityStatement stay cached per issuer (max)
     "FHIR_PAGE_SIZE": 1000,  # _count asked for on every search (servers cap it themselves)
     "FHIR_MAX_ENTRIES": 20_000,  # search entries one patient record may hold; more is cannot-determine
     "FHIR_MAX_PAGE_ENTRIES": 10_000,  # entries one search page may hold; more is cannot-determine

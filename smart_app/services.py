@@ -52,7 +52,7 @@ def read_patient(gateway, patient_id: str, *, unreadable_types: Iterable[str] = 
 def fhir_base_problem(gateway) -> str | None:
     """None when the server's CapabilityStatement can be read, else what went wrong (for /readyz)."""
     try:
-        gateway.capabilities()
+        gateway.capabilities(refresh=True)  # the server itself, not the app's cached copy
     except AppError as exc:
         log.warning("FHIR base %s not ready: %s", gateway.base_url, type(exc).__name__)
         return exc.detail

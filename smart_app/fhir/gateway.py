@@ -34,10 +34,12 @@ from datetime import UTC, datetime
 from urllib.parse import urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from smart_app.errors import FhirAuthError, FhirServerError, FhirUnavailable
 
 from .contract import ENTERED_IN_ERROR_TYPES, MEDICATION_USE_TYPES, SEARCHED_TYPES, parse_reference, reference_of
+from .documents import DocumentCache
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +107,8 @@ class FhirGateway:
                  session: requests.Session | None = None, connect_timeout: float = 5, read_timeout: float = 30,
                  read_deadline: float = 20.0, retries: int = 3, max_workers: int = 5, page_size: int = 1000,
                  max_entries: int = 20_000, max_page_entries: int = 10_000, max_retry_wait: float = 10.0,
-                 backoff: float = 0.5, sleep: Callable[[float], None] = time.sleep):
+                 backoff: float = 0.5, sleep: Callable[[float], None] = time.sleep,
+                 documents: DocumentCache | None = None):
         self.base_url = base_url.rstrip("/")
         self._base = urlsplit(self.base_url)
         self._token_provider = token_provider
@@ -117,14 +120,13 @@ class FhirGateway:
         self.max_retry_wait, self.backoff, self._sleep = max_retry_wait, backoff, sleep
         self._written = threading.Event()
         self._deadline: float | None = None
-        self._capabilities: dict | None = None
-        self._capabilities_lock = threading.Lock()
+        self._documents = documents or DocumentCache()
 
     @classmethod
     def from_config(cls, config: Mapping, base_url: str, token_provider: Callable[[], str] | None, *,
-                    session: requests.Session | None = None) -> FhirGateway:
+                    session: requests.Session | None = None, documents: DocumentCache | None = None) -> FhirGateway:
         """A gateway with timeouts, deadline, retries and limits from the app config (FHIR_* keys)."""
-        return cls(base_url, token_provider, session=session,
+        return cls(base_url, token_provider, session=session, documents=documents,
                    connect_timeout=float(config.get("FHIR_CONNECT_TIMEOUT", 5)),
                    read_timeout=float(config.get("FHIR_READ_TIMEOUT", 30)),
                    read_deadline=float(config.get("FHIR_READ_DEADLINE", 20)),
@@ -140,14 +142,12 @@ class FhirGateway:
 
     # --- capabilities --------------------------------------------------------------------
 
-    def capabilities(self) -> dict:
-        """The server's CapabilityStatement (fetched once per gateway)."""
-        with self._capabilities_lock:
-            if self._capabilities is None:
-                response = self._request("GET", self.base_url + "/metadata", token=self._token(), what="metadata",
-                                         deadline=self._reads_deadline())
-                self._capabilities = self._json(response, "metadata", expect="CapabilityStatement")
-            return self._capabilities
+    def capabilities(self, *, refresh: bool = False) -> dict:
+        """The server's CapabilityStatement, from the app's per-issuer cache (`refresh`: revalidate it now)."""
+        url, token = self.base_url + "/metadata", self._token()
+        return self._documents.get(url, lambda headers: self._request(
+            "GET", url, headers=headers, token=token, what="metadata", deadline=self._reads_deadline()),
+            lambda response: self._json(response, "metadata", expect="CapabilityStatement"), refresh=refresh)
 
     def supports_transaction(self) -> bool:
         return any(i.get("code") == "transaction"
@@ -458,7 +458,7 @@ class FhirGateway:
         """THE error mapping: HTTP status -> typed error, OperationOutcome diagnostics kept."""
         status = response.status_code
         logger.info("%s -> %s", what, status)
-        if 200 <= status < 300:
+        if 200 <= status < 300 or status == 304:  # 304: only ever asked for with If-None-Match
             return response
         diagnostics = _diagnostics(response)
         detail = f"{what}: HTTP {status}" + (f": {'; '.join(diagnostics)}" if diagnostics else "")
@@ -479,6 +479,21 @@ class FhirGateway:
             raise FhirServerError(f"{what}: expected {expect or 'a resource'}, got {found}",
                                   http_status=response.status_code)
         return body
+
+
+class GatewayFactory:
+    """Held by the app: one per-issuer document cache and one connection pool for every request's gateway."""
+
+    def __init__(self, config: Mapping):
+        self.documents = DocumentCache(ttl=float(config.get("FHIR_METADATA_TTL", 3600)))
+        self._pool = HTTPAdapter(pool_connections=16, pool_maxsize=128)
+
+    def __call__(self, config: Mapping, base_url: str, token_provider: Callable[[], str] | None) -> FhirGateway:
+        """A gateway for one request: its own session (no cookies shared), the app's pool and cache."""
+        session = requests.Session()
+        session.mount("https://", self._pool)
+        session.mount("http://", self._pool)
+        return FhirGateway.from_config(config, base_url, token_provider, session=session, documents=self.documents)
 
 
 def _unavailable(method: str, what: str, err: requests.RequestException, deadline: float | None,

@@ -69,7 +69,8 @@ def launch():
         return _no_store(redirect(url_for("open.patients", iss=normalize(iss))))
     owner = session.get(OWNER) or new_session_id()
     mine = _launches(owner)
-    url = oauth.begin_launch(current_app.config, iss, request.args.get("launch"), mine, http())
+    url = oauth.begin_launch(current_app.config, iss, request.args.get("launch"), mine, http(),
+                             current_app.extensions.get("fhir.documents"))
     session[OWNER] = owner
     return _no_store(redirect(url))
 

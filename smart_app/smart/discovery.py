@@ -7,6 +7,8 @@ Where things come from:
   element is read by fhirclient's own model (`CapabilityStatementRestSecurity`) and its
   `FHIRAuth.from_capability_security`, which understands both the nested `oauth-uris`
   extension and the legacy flat `oauth-uris#authorize` form.
+Both documents are kept in the app's per-issuer `DocumentCache` (TTL, Cache-Control, ETag), the
+CapabilityStatement under the same key the FHIR gateway uses, so a launch does not refetch them.
 Every endpoint must be https (loopback hosts excepted, for the dev sandbox), and a server that
 lists `code_challenge_methods_supported` without `S256` is refused: we always use PKCE S256.
 """
@@ -23,6 +25,7 @@ from fhirclient.auth import FHIRAuth
 from fhirclient.models.capabilitystatement import CapabilityStatementRestSecurity
 
 from smart_app.errors import LaunchError
+from smart_app.fhir.documents import DocumentCache
 
 logger = logging.getLogger(__name__)
 
@@ -87,26 +90,37 @@ def require_secure_url(url: object, what: str) -> str:
     raise LaunchError(f"{what} is not https (only loopback hosts may use http)")
 
 
-def discover(iss: str, http: requests.Session, timeout: float | tuple[float, float]) -> SmartConfiguration:
+def discover(iss: str, http: requests.Session, timeout: float | tuple[float, float],
+             documents: DocumentCache | None = None) -> SmartConfiguration:
     """Find the authorization server of `iss`; raise LaunchError when there is none we can use."""
     base = require_secure_url(iss, "The issuer (iss)").rstrip("/")
+    documents = documents or DocumentCache()
     try:
-        document = _get_json(http, base + WELL_KNOWN, JSON_ACCEPT, timeout)
+        document = _get_json(documents, http, base + WELL_KNOWN, JSON_ACCEPT, timeout)
         config = _from_well_known(document)
     except _NotFound as why:
         logger.info("no usable smart-configuration (%s); trying the CapabilityStatement", why)
         try:
-            config = _from_metadata(_get_json(http, base + "/metadata", FHIR_ACCEPT, timeout))
+            config = _from_metadata(_get_json(documents, http, base + "/metadata", FHIR_ACCEPT, timeout))
         except _NotFound as why_not:
             raise LaunchError(f"SMART discovery failed for the issuer: {why_not}") from None
     return _checked(config)
 
 
-def _get_json(http: requests.Session, url: str, headers: dict, timeout) -> dict:
-    try:
-        response = http.get(url, headers=headers, timeout=timeout, allow_redirects=False)
-    except requests.RequestException as err:
-        raise _NotFound(f"request failed ({type(err).__name__})") from None
+def _get_json(documents: DocumentCache, http: requests.Session, url: str, headers: dict, timeout) -> dict:
+    def fetch(extra: dict) -> requests.Response:
+        try:
+            return http.get(url, headers={**headers, **extra}, timeout=timeout, allow_redirects=False)
+        except requests.RequestException as err:
+            raise _NotFound(f"request failed ({type(err).__name__})") from None
+
+    return documents.get(url, fetch, _json_document)
+
+
+def _json_document(response: requests.Response) -> dict:
+    """The JSON object of a 200; an empty one for a 404 (kept, so a SMART 1 server is not asked each launch)."""
+    if response.status_code == 404:
+        return {}
     if response.status_code != 200:
         raise _NotFound(f"HTTP {response.status_code}")
     try:
@@ -123,6 +137,8 @@ def _strings(value: object) -> tuple[str, ...]:
 
 
 def _from_well_known(doc: dict) -> SmartConfiguration:
+    if not doc:
+        raise _NotFound("no smart-configuration (HTTP 404)")
     if not doc.get("authorization_endpoint") or not doc.get("token_endpoint"):
         raise _NotFound("smart-configuration lacks authorization_endpoint/token_endpoint")
     return SmartConfiguration(

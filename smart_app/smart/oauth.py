@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from smart_app.errors import AppError, FhirUnavailable, LaunchError, SessionExpired
+from smart_app.fhir.documents import DocumentCache
 from smart_app.open_servers import NO_REQUESTER, OPEN_LAUNCH
 from smart_app.smart.discovery import SmartConfiguration, discover
 from smart_app.smart.launches import Launches
@@ -158,7 +159,7 @@ def s256(verifier: str) -> str:
 # --- launch ------------------------------------------------------------------------------
 
 def begin_launch(config: Mapping, iss: str | None, launch: str | None,
-                 launches: Launches, http: requests.Session) -> str:
+                 launches: Launches, http: requests.Session, documents: DocumentCache | None = None) -> str:
     """Check the issuer, discover its endpoints, remember a pending launch; return the authorize URL."""
     if not iss:
         raise LaunchError("no iss given and no DEFAULT_ISS configured")
@@ -166,7 +167,7 @@ def begin_launch(config: Mapping, iss: str | None, launch: str | None,
     if issuer not in allowed_issuers(config):
         raise LaunchError("iss is not on ALLOWED_ISSUERS",
                           user_message="This EHR is not registered with the app.")
-    smart = discover(issuer, http, http_timeout(config))
+    smart = discover(issuer, http, http_timeout(config), documents)  # cached per issuer
     check_token_endpoint(config, issuer, smart.token_endpoint)
     mode = EHR_LAUNCH if launch else STANDALONE_LAUNCH
     state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
