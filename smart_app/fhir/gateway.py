@@ -297,8 +297,10 @@ class FhirGateway:
         seen: set[str] = set()
         for page in itertools.count(1):
             what = f"search {resource_type} page {page}"
-            bundle = self._json(self._request("GET", url, params=query, token=token, what=what,
-                                              deadline=self._reads_deadline()), what, expect="Bundle")
+            response = self._request("GET", url, params=query, token=token, what=what,
+                                     deadline=self._reads_deadline())
+            _check_entry_count(response.content.count(b'"resource"'), what, self.max_page_entries, "about ")
+            bundle = self._json(response, what, expect="Bundle")
             entries = _entries(bundle, what, self.max_page_entries)
             budget.spend(len(entries), what)
             _sort_page(entries, resource_type, includes, what, result)
@@ -542,11 +544,16 @@ def _entries(bundle: dict, what: str, limit: int) -> list:
     if not isinstance(entries, list):
         raise FhirServerError(f"{what}: entry is {_json_type(entries)}", user_message=(
             f"a {what.split()[1]} search page was unreadable (its entries are {_json_type(entries)}, not a list)"))
-    if len(entries) > limit:
-        raise FhirServerError(f"{what}: {len(entries)} entries", user_message=(
-            f"a {what.split()[1]} search page held {len(entries):,} entries, more than the "
-            f"{limit:,} allowed per page (LDN_FHIR_MAX_PAGE_ENTRIES)"))
+    _check_entry_count(len(entries), what, limit)
     return entries
+
+
+def _check_entry_count(count: int, what: str, limit: int, about: str = "") -> None:
+    """Refuse a page over the per-page cap; checked on the raw body first, so a huge page is not even parsed."""
+    if count > limit:
+        raise FhirServerError(f"{what}: {about}{count} entries", user_message=(
+            f"a {what.split()[1]} search page held {about}{count:,} entries, more than the "
+            f"{limit:,} allowed per page (LDN_FHIR_MAX_PAGE_ENTRIES)"))
 
 
 def _sort_page(entries: list, searched: str, includes: frozenset[str], what: str, result: SearchResult) -> None:
