@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from .clinical.eligibility import assess
-from .clinical.model import Assessment, Decision, OrderPlan, TitrationRequest
+from .clinical.model import BLOCKING, Assessment, Decision, OrderPlan, Severity, TitrationRequest
 from .clinical.opioids import WASHOUT_DEFAULT
 from .clinical.terminology import Terminology, default_terminology
 from .clinical.titration import build_schedule
@@ -110,9 +110,12 @@ def plan_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days
 
 def check_signable(assessment: Assessment, req: SignRequest) -> None:
     """What each decision requires before anything is written (R2, R4, R5)."""
-    if assessment.decision is Decision.CONTRAINDICATED:
-        reasons = [f"{f.rule}: {f.text}" for f in assessment.findings if f.severity.value == "contraindication"]
-        raise WriteRefused("; ".join(reasons), user_message="Contraindicated - cannot be signed. " + " ".join(reasons))
+    if not assessment.can_sign:
+        blocking = [f for f in assessment.findings if f.severity in BLOCKING]
+        reasons = [f"{f.rule}: {f.text}" for f in blocking]
+        lead = ("Not yet - opioid washout: cannot be signed for this start date."
+                if all(f.severity is Severity.WAIT for f in blocking) else "Contraindicated - cannot be signed.")
+        raise WriteRefused("; ".join(reasons), user_message=f"{lead} " + " ".join(reasons))
     if assessment.decision is Decision.NOT_RECOMMENDED and not (req.override_reason or "").strip():
         raise InputError("LDN is recommended against for the chosen reason (R4): type the reason to proceed.")
     if assessment.decision is Decision.CANNOT_DETERMINE and not (req.attestation or "").strip():

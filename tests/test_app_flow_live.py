@@ -120,8 +120,8 @@ def test_sign_without_the_csrf_token_is_rejected(sandbox):
 
 def test_recently_stopped_tramadol_defaults_the_start_to_the_earliest_safe_date(sandbox):
     browser, page = launch(sandbox, "ldn-tramadol-5-days")
-    earliest = re.search(r'id="earliest-start">([^<]+)<', page.text).group(1)
-    assert decision(page.text) == "contraindicated"
+    earliest = re.search(r'id="earliest-start" datetime="([^"]+)"', page.text).group(1)
+    assert decision(page.text) == "wait-washout"
     assert f'id="start" name="start" value="{earliest}"' in page.text
     previewed = preview(browser, sandbox, page)
     assert re.search(r'id="preview-decision">eligible<', previewed.text)

@@ -86,6 +86,17 @@ def test_contraindicated_patient_gets_nothing_built():
         plan("ldn-oxycodone-active")
 
 
+def test_a_start_inside_the_washout_is_refused_as_not_yet_even_with_an_attestation():
+    with pytest.raises(WriteRefused) as refused:
+        plan("ldn-tramadol-5-days", start=date(2026, 1, 19), attestation="checked")
+    assert refused.value.user_message.startswith("Not yet - opioid washout")
+
+
+def test_a_start_on_the_day_the_washout_ends_is_signable():
+    order, bundle = plan("ldn-tramadol-5-days", start=date(2026, 1, 20))
+    assert order.assessment.decision.value == "eligible" and bundle["entry"]
+
+
 def test_cannot_determine_needs_an_attestation():
     with pytest.raises(InputError):
         plan("ldn-unknown-code")

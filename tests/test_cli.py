@@ -28,7 +28,7 @@ def test_assess_json_prints_one_line_per_patient_with_the_documented_fields(caps
     lines = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and [x["patient"] for x in lines] == ["ldn-tramadol-5-days", "ldn-fibromyalgia"]
     tramadol = lines[0]
-    assert tramadol["decision"] == "contraindicated" and tramadol["earliest_start_date"] == "2026-01-20"
+    assert tramadol["decision"] == "wait-washout" and tramadol["earliest_start_date"] == "2026-01-20"
     assert {"rule", "severity", "text", "resources"} <= set(tramadol["findings"][0])
     assert {"resource", "name", "classification", "last_exposure"} <= set(tramadol["medications"][0])
 

@@ -148,11 +148,11 @@ def test_only_a_clean_eligible_outcome_has_no_rules(pid):
     assert (outcome["decision"] == Decision.ELIGIBLE) == (outcome["rules"] == [])
 
 
-def test_an_earliest_start_after_as_of_always_means_contraindicated():
+def test_an_earliest_start_after_as_of_always_means_waiting_out_the_washout():
     for pid, outcome in load_expected().items():
         earliest = outcome["earliest_start_date"]
         if earliest and date.fromisoformat(earliest) > SAMPLE_AS_OF:
-            assert outcome["decision"] == Decision.CONTRAINDICATED, pid
+            assert outcome["decision"] == Decision.WAIT_WASHOUT, pid
 
 
 def test_the_samples_glob_matches_only_patient_bundles_so_the_readme_command_reads_no_expected_results():

@@ -87,5 +87,5 @@ def test_a_record_read_through_the_gateway_is_assessed_like_the_same_bundle():
         by_type.setdefault(r["resourceType"], []).append(r)
     gw = FakeGateway(record=PatientRecord(patient=patient, resources=by_type, medications={}))
     assessment, _ = assess_patient(gw, "ldn-tramadol-5-days", as_of=SAMPLE_AS_OF)
-    assert assessment.decision.value == "contraindicated"
+    assert assessment.decision.value == "wait-washout"
     assert assessment.earliest_start_date == date(2026, 1, 20)

@@ -13,6 +13,7 @@ class Decision(StrEnum):
     ELIGIBLE = "eligible"
     ELIGIBLE_WITH_CAUTIONS = "eligible-with-cautions"
     NOT_RECOMMENDED = "not-recommended"
+    WAIT_WASHOUT = "wait-washout"  # not yet: past opioid use, the washout ends on earliest_start_date
     CANNOT_DETERMINE = "cannot-determine"
     CONTRAINDICATED = "contraindicated"
 
@@ -23,6 +24,7 @@ class Severity(StrEnum):
     INFO = "info"
     CAUTION = "caution"
     NOT_RECOMMENDED = "not-recommended"
+    WAIT = "wait"  # blocks a first dose on this start date only (opioid washout)
     CANNOT_DETERMINE = "cannot-determine"
     CONTRAINDICATION = "contraindication"
 
@@ -31,17 +33,23 @@ SEVERITY_DECISION = {
     Severity.INFO: Decision.ELIGIBLE,
     Severity.CAUTION: Decision.ELIGIBLE_WITH_CAUTIONS,
     Severity.NOT_RECOMMENDED: Decision.NOT_RECOMMENDED,
+    Severity.WAIT: Decision.WAIT_WASHOUT,
     Severity.CANNOT_DETERMINE: Decision.CANNOT_DETERMINE,
     Severity.CONTRAINDICATION: Decision.CONTRAINDICATED,
 }
-# Least to most severe: the decision is the most severe one any finding forces.
+# Least to most severe: the decision is the most severe one any finding forces. Unknown data outranks a
+# washout (waiting does not make it known); a washout never becomes signable through an attestation.
 DECISION_ORDER = (
     Decision.ELIGIBLE,
     Decision.ELIGIBLE_WITH_CAUTIONS,
     Decision.NOT_RECOMMENDED,
+    Decision.WAIT_WASHOUT,
     Decision.CANNOT_DETERMINE,
     Decision.CONTRAINDICATED,
 )
+
+
+BLOCKING = (Severity.WAIT, Severity.CONTRAINDICATION)  # no order for this start date, whatever is attested
 
 
 class MedClass(StrEnum):
@@ -185,7 +193,8 @@ class Assessment:
 
     @property
     def can_sign(self) -> bool:
-        return self.decision is not Decision.CONTRAINDICATED
+        """No contraindication and no washout for this start date (other decisions need input, not a date)."""
+        return not any(f.severity in BLOCKING for f in self.findings)
 
 
 @dataclass(frozen=True)

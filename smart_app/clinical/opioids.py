@@ -191,7 +191,7 @@ def opioid_findings(med: MedicationExposure, start: date, washout_days: int,
     if med.state is ExposureState.ENDED:
         ok_from = safe_from(med.last_exposure, washout_days)
         if start < ok_from:
-            return [_finding(Severity.CONTRAINDICATION, "opioid-washout",
+            return [_finding(Severity.WAIT, "opioid-washout",
                              f"Opioid exposure until {med.last_exposure}: {what}. The patient must be "
                              f"opioid-free for {washout_days} days; earliest safe start {ok_from}.", med)]
         return [_finding(Severity.INFO, "opioid-past",

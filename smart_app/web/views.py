@@ -14,6 +14,7 @@ from datetime import date, timedelta
 
 from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, session, url_for
 
+from .. import review as presentation
 from ..clinical.model import Assessment, TitrationRequest
 from ..clinical.titration import build_schedule, describe_step
 from ..errors import (
@@ -109,7 +110,8 @@ def launched_patient_label(ctx: oauth.SmartContext) -> str:
 
 @bp.app_context_processor
 def _template_helpers():
-    return {"anchor": lambda ref: "r-" + ref.replace("/", "-")}
+    return {"anchor": lambda ref: "r-" + ref.replace("/", "-"), "long_date": presentation.long_date,
+            "full_date": presentation.full_date, "source_refs": presentation.source_refs}
 
 
 # --- the form --------------------------------------------------------------------------------
@@ -182,9 +184,15 @@ def render_review(ctx, data, problems, *, form: OrderForm | None = None, preview
     current = assess_data(data, as_of=today(), washout_days=_washout(), data_problems=problems)
     form = form or default_form(current)
     blocked = signing_blocked(ctx)
+    shown = presentation.page_context(current, data.medications, today(), chosen=form.reasons,
+                                drug=request.args.get("drug"), override=form.override_reason, attest=form.attest)
+    if preview:
+        shown |= {"preview_verdict": presentation.verdict_of(preview.assessment),
+                  "preview_start": preview.assessment.start_date}
     page = render_template(
         "review.html", ctx=ctx, patient=data.patient or {}, ehr_warnings=data.warnings, assessment=current,
-        form=form, preview=preview, errors=list(errors), blocked=blocked, can_write=not blocked, today=today())
+        form=form, preview=preview, errors=list(errors), blocked=blocked, can_write=not blocked, today=today(),
+        **shown)
     return page, status
 
 
