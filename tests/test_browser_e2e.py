@@ -187,9 +187,9 @@ def test_contraindicated_patient_cannot_sign(driver, own_sandbox):
 
 def test_washout_defaults_start_to_earliest_safe_date(driver, own_sandbox):
     ehr_launch(driver, own_sandbox, "ldn-tramadol-5-days")
-    assert text_of(driver, "#decision") == "contraindicated"  # today is inside the washout
+    assert text_of(driver, "#decision") == "wait-washout"  # today is inside the washout
     earliest = (date.today() + timedelta(days=5)).isoformat()
-    assert text_of(driver, "#earliest-start") == earliest
+    assert wait_for(driver, "#earliest-start").get_attribute("datetime") == earliest
     assert wait_for(driver, "#start").get_attribute("value") == earliest
     preview(driver)
     assert text_of(driver, "#preview-decision") != "contraindicated"
