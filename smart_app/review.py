@@ -78,12 +78,37 @@ class Headline:
 
 
 @dataclass(frozen=True)
+class Shown:
+    """A finding as listed, and how many more of the same kind (same code) are folded under it."""
+
+    finding: Finding
+    more: int = 0
+
+
+@dataclass(frozen=True)
 class ReviewSummary:
     headline: Headline
-    cautions: tuple[Finding, ...]  # above info, most important first, without the deciding one
-    notes: tuple[Finding, ...]  # patient-specific information
+    cautions: tuple[Shown, ...]  # above info, most important first, without the deciding one
+    notes: tuple[Shown, ...]  # patient-specific information
     protocol: tuple[Finding, ...]  # standing R1/R5/R6 information
     first_start: date  # the first-dose date to offer
+
+
+SAME_KIND_SHOWN = 3  # findings of one code listed in full; the rest are counted (a 5,000-record patient)
+
+
+def fold(findings: Iterable[Finding]) -> tuple[Shown, ...]:
+    """Keep order; after SAME_KIND_SHOWN findings of one code, count the rest on the last one shown."""
+    shown: list[Shown] = []
+    seen: dict[str, int] = {}
+    for f in findings:
+        n = seen[f.code] = seen.get(f.code, 0) + 1
+        if n <= SAME_KIND_SHOWN:
+            shown.append(Shown(f))
+            continue
+        last = max(i for i, s in enumerate(shown) if s.finding.code == f.code)
+        shown[last] = Shown(shown[last].finding, shown[last].more + 1)
+    return tuple(shown)
 
 
 def _rank(f: Finding) -> int:
@@ -137,8 +162,8 @@ def summarize(a: Assessment, today: date) -> ReviewSummary:
     head = headline(a, first_start)
     protocol = tuple(f for f in a.findings if f.code in PROTOCOL_CODES)
     rest = [f for f in a.findings if f.code not in PROTOCOL_CODES and f is not head.finding]
-    cautions = tuple(sorted((f for f in rest if f.severity is not Severity.INFO), key=_rank))
-    notes = tuple(f for f in rest if f.severity is Severity.INFO)
+    cautions = fold(sorted((f for f in rest if f.severity is not Severity.INFO), key=_rank))
+    notes = fold(f for f in rest if f.severity is Severity.INFO)
     return ReviewSummary(head, cautions, notes, protocol, first_start)
 
 

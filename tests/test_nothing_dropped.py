@@ -279,7 +279,7 @@ def test_a_dispensed_opioid_with_a_negative_days_supply_is_undated(tmp_path, cap
 
 def test_a_plausible_supply_still_dates_the_record(tmp_path, capsys):
     result = assess(tmp_path, stopped(), capsys=capsys)
-    assert result["decision"] == "contraindicated" and result["medications"][-1]["last_exposure"] == "2026-01-12"
+    assert result["decision"] == "wait-washout" and result["medications"][-1]["last_exposure"] == "2026-01-12"
 
 
 # --- names as people type them -----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from werkzeug.datastructures import MultiDict
 
 from smart_app import create_app
 from smart_app.clinical.model import Assessment, Decision, Finding, Severity
-from smart_app.review import long_date, summarize
+from smart_app.review import fold, long_date, summarize
 from smart_app.samples import SAMPLE_AS_OF
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -50,7 +50,7 @@ class BigEhr(FakeEhr):
                        "birthDate": "1960-01-01"}
             by_type: dict[str, list] = {"MedicationStatement": [], "Condition": []}
             for r in entries[1:]:
-                by_type[r["resourceType"]].append(r)
+                by_type[r["resourceType"]].append({**r, "subject": {"reference": "Patient/ldn-big"}})
             return PatientRecord(patient, by_type, {})
         gateway.read_patient_record = read_patient_record
         return gateway
@@ -123,8 +123,15 @@ def test_cautions_are_listed_most_important_first_under_the_deciding_finding():
     a = Assessment("p", SAMPLE_AS_OF, SAMPLE_AS_OF, 10, Decision.CONTRAINDICATED, found, (), (), None)
     shown = summarize(a, SAMPLE_AS_OF)
     assert shown.headline.verdict == "Do not start - current opioid"
-    assert [f.text for f in shown.cautions] == ["unknown", "crohns", "a caution"]
-    assert [f.text for f in shown.notes] == ["a note"] and [f.text for f in shown.protocol] == ["protocol"]
+    assert [s.finding.text for s in shown.cautions] == ["unknown", "crohns", "a caution"]
+    assert [s.finding.text for s in shown.notes] == ["a note"] and [f.text for f in shown.protocol] == ["protocol"]
+
+
+def test_findings_of_one_kind_beyond_three_are_counted_not_listed():
+    many = [Finding("R2", "004", Severity.INFO, f"past {i}", code="opioid-past") for i in range(10)]
+    folded = fold([*many, Finding("R3", "004", Severity.INFO, "indication", code="indication")])
+    assert [(s.finding.text, s.more) for s in folded] == [("past 0", 0), ("past 1", 0), ("past 2", 7),
+                                                           ("indication", 0)]
 
 
 def test_every_source_cited_links_to_a_titled_entry_in_the_source_list(app, client):

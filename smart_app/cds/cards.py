@@ -29,6 +29,7 @@ NALTREXONE_OVERRIDES = (("opioid-stopped", "Opioid stopped; first dose set after
 OPIOID_OVERRIDES = (("naltrexone-held", "Naltrexone is being held or stopped"), _RECORD_WRONG, _REVIEWED)
 OPIOID_CODES = ("opioid-current", "opioid-washout")
 _SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}
+BLOCKED = (Decision.CONTRAINDICATED, Decision.WAIT_WASHOUT)  # no naltrexone order for today's date
 
 
 # --- naltrexone in draftOrders -----------------------------------------------------------------
@@ -37,7 +38,7 @@ def naltrexone(assessment: Assessment, draft_ref: str, drug: str, base_url: str)
     """critical (contraindicated), warning (cannot-determine, not-recommended) or info (eligible)."""
     driving = _driving(assessment)
     decision = assessment.decision
-    if decision is Decision.CONTRAINDICATED:
+    if decision in BLOCKED:
         indicator, summary = "critical", _contraindicated_summary(assessment, driving)
     elif decision is Decision.CANNOT_DETERMINE:
         indicator = "warning"
@@ -50,7 +51,7 @@ def naltrexone(assessment: Assessment, draft_ref: str, drug: str, base_url: str)
         indicator, summary = "info", f"{drug}: no opioid exposure or contraindication found; plan it in the LDN app"
     card = _card(indicator, summary, driving, base_url, NALTREXONE_OVERRIDES, _also(assessment, driving))
     card["extension"]["org.ldn-app.decision"] = decision.value
-    if decision is Decision.CONTRAINDICATED:
+    if decision in BLOCKED:
         card.update(selectionBehavior="at-most-one", suggestions=[_remove_draft(draft_ref, drug)])
     else:
         card["links"] = [_app_link("Open the LDN app for this patient (titration, care plan)", base_url)]
