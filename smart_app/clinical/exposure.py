@@ -3,6 +3,24 @@
 Source (CLINICAL_RULES R2; 003, 004): "active / intended / on-hold / recent completed use is
 exposure; entered-in-error is not; not-taken is not; an unknown status or a missing date is
 'cannot determine', never 'no exposure'."
+
+Undated orders and dispenses (issue 8): a stopped or completed order that says when it was
+written but not when use ended is bounded, not guessed. What the order says comes first (its
+validity period, supply per fill from expectedSupplyDuration or quantity / daily dose, number
+of fills); where it says nothing, the US federal limits on controlled-substance prescriptions
+give the latest possible day of use:
+- 21 CFR 1306.22(a): a Schedule III or IV prescription is not filled or refilled more than six
+  months after the date it was issued, nor refilled more than five times;
+- 21 CFR 1306.12: a Schedule II prescription is never refilled, and (b) multiple Schedule II
+  prescriptions may together authorise at most a 90-day supply.
+So the last fill happens within 6 months (183 days) of the order, and hands over at most a 90-day
+supply (the 1306.12(b) ceiling, taken as the most any one fill supplies): use ends no later than
+273 days after the order was written. A dispense supplies at most 90 days from hand-over.
+Assumptions, stated in docs/clinical-rules.md: federal law sets no fill deadline for Schedule II
+(state limits found run from 7 days to 6 months) and no refill limit for Schedule V; refills are
+taken when the previous supply runs out, at the prescribed rate. The bound is an upper bound:
+a record whose bound reaches into the washout window still blocks (cannot-determine); one whose
+bound is long past stops blocking.
 """
 
 from __future__ import annotations
@@ -46,15 +64,26 @@ STATUS_STATES: dict[str, dict[str, ExposureState]] = {
 }
 
 
+MAX_FILL_DAYS = 90  # 21 CFR 1306.12(b): the most a Schedule II prescription series may supply
+FILL_WINDOW_DAYS = 183  # 21 CFR 1306.22(a): no fill or refill more than six months after issue
+REGULATORY_BOUND = (f"US limits on controlled-substance prescriptions: no fill more than 6 months after the order "
+                    f"(21 CFR 1306.22(a)), and at most a {MAX_FILL_DAYS}-day supply per fill (21 CFR 1306.12(b))")
+DISPENSE_BOUND = f"one dispense supplying at most {MAX_FILL_DAYS} days (the 21 CFR 1306.12(b) ceiling)"
+BOUNDED_TYPES = {"MedicationRequest": FILL_WINDOW_DAYS + MAX_FILL_DAYS, "MedicationDispense": MAX_FILL_DAYS}
+
+
 @dataclass(frozen=True)
 class RecordDates:
     """The dates a medication record carries, already reduced to calendar days."""
 
     start: date | None = None  # effective start, authoredOn, whenHandedOver
-    end: date | None = None  # effective end / effectiveDateTime, validity end, bounds end
+    end: date | None = None  # effective end / effectiveDateTime, dosage bounds end
     asserted: date | None = None  # MedicationStatement.dateAsserted (an upper bound on past use)
     supply_days: float | None = None  # daysSupply / expectedSupplyDuration x fills
     problem: str | None = None  # a date that was present but unreadable
+    fill_by: date | None = None  # dispenseRequest.validityPeriod.end: the last day a fill may happen
+    fill_days: float | None = None  # one fill's supply (expectedSupplyDuration), when given
+    fills: int | None = None  # 1 + numberOfRepeatsAllowed, when given
 
 
 @dataclass(frozen=True)
@@ -63,6 +92,7 @@ class Interpretation:
     start: date | None
     last_exposure: date | None
     problem: str | None
+    bound: str | None = None  # why last_exposure is only the latest possible day, not a recorded one
 
 
 def interpret(resource_type: str, status: str | None, dates: RecordDates) -> Interpretation:
@@ -79,6 +109,9 @@ def interpret(resource_type: str, status: str | None, dates: RecordDates) -> Int
         why = f"the record ends ({dates.end}) before it starts ({dates.start})"
         return Interpretation(ExposureState.UNKNOWN, dates.start, None, why)
     last = last_day_of_use(dates)
+    latest, bound = bounded_last_day(resource_type, dates, last)
+    if latest is not None:
+        return Interpretation(ExposureState.ENDED, dates.start, latest, None, bound)
     if last is None:
         why = f"status '{status}' but no date tells when use ended"
         return Interpretation(ExposureState.UNKNOWN, dates.start, None, why)
@@ -86,16 +119,37 @@ def interpret(resource_type: str, status: str | None, dates: RecordDates) -> Int
 
 
 def last_day_of_use(dates: RecordDates) -> date | None:
-    """The latest day the record allows use on (conservative: the latest candidate).
+    """The latest day the record itself allows use on (conservative: the latest candidate).
 
     dateAsserted is only a fallback: use ended no later than the day it was reported.
     """
     candidates = [dates.end] if dates.end else []
     if dates.start and dates.supply_days:
         candidates.append(dates.start + timedelta(days=dates.supply_days))
+    if dates.fill_by and dates.fill_days:
+        candidates.append(dates.fill_by + timedelta(days=dates.fill_days))
     if not candidates and dates.asserted:
         candidates.append(dates.asserted)
     return max(candidates) if candidates else None
+
+
+def bounded_last_day(resource_type: str, dates: RecordDates, recorded: date | None) -> tuple[date | None, str | None]:
+    """The latest possible day of use, and why, where the record leaves it open; (None, None) where it does not."""
+    if dates.fill_by and not dates.fill_days:
+        latest = dates.fill_by + timedelta(days=MAX_FILL_DAYS)
+        if recorded is None or latest > recorded:
+            return latest, (f"a last fill on {dates.fill_by} (end of the order's validity period) of at most "
+                            f"{MAX_FILL_DAYS} days")
+        return None, None
+    if recorded is not None or dates.start is None or resource_type not in BOUNDED_TYPES:
+        return None, None
+    if resource_type == "MedicationDispense":
+        return dates.start + timedelta(days=MAX_FILL_DAYS), DISPENSE_BOUND
+    longest = BOUNDED_TYPES[resource_type]
+    if dates.fills and dates.fills * MAX_FILL_DAYS < longest:
+        return (dates.start + timedelta(days=dates.fills * MAX_FILL_DAYS),
+                f"its {dates.fills} fill(s) of at most {MAX_FILL_DAYS} days each")
+    return dates.start + timedelta(days=longest), REGULATORY_BOUND
 
 
 def parse_fhir_date(value: object, *, end_of_period: bool = False) -> date | None:

@@ -104,6 +104,7 @@ class MedicationExposure:
     readings: tuple[DrugReading, ...] = ()  # each description of the drug: medication[x], Medication, ingredients
     free_text: tuple[str, ...] = ()  # dosage texts and notes, where a drug may be named in words
     unreadable: str | None = None  # why part of the drug's description could not be read, in plain words
+    bound: str | None = None  # ENDED with no recorded end: last_exposure is the latest possible day, and why
 
     @property
     def resource_type(self) -> str:

@@ -188,6 +188,8 @@ def opioid_findings(med: MedicationExposure, start: date, washout_days: int,
         return [_finding(Severity.CANNOT_DETERMINE, "opioid-undated",
                          f"Opioid {what}: {med.date_problem}. Cannot determine whether the patient "
                          f"has been opioid-free for {washout_days} days; confirm with the patient.", med)]
+    if med.state is ExposureState.ENDED and med.bound:
+        return bounded_opioid_findings(med, what, start, washout_days)
     if med.state is ExposureState.ENDED:
         ok_from = safe_from(med.last_exposure, washout_days)
         if start < ok_from:
@@ -199,6 +201,21 @@ def opioid_findings(med: MedicationExposure, start: date, washout_days: int,
                          f"washout is complete by {ok_from}.", med)]
     return [_finding(Severity.INFO, "opioid-not-exposure",
                      f"Not counted as exposure: {what}.", med)]
+
+
+def bounded_opioid_findings(med: MedicationExposure, what: str, start: date, washout_days: int) -> list[Finding]:
+    """An ended opioid record with no recorded end: blocks while its latest possible day is inside the washout."""
+    ok_from = safe_from(med.last_exposure, washout_days)
+    since = f" (written {med.start})" if med.start else ""
+    if start < ok_from:
+        return [_finding(Severity.CANNOT_DETERMINE, "opioid-undated",
+                         f"Opioid {what}{since}: the record does not say when use ended. Bounded by "
+                         f"{med.bound}, use may have continued until {med.last_exposure} at the latest, so the "
+                         f"patient may not yet be opioid-free for {washout_days} days; confirm with the patient "
+                         f"(opioid-free for certain from {ok_from}).", med)]
+    return [_finding(Severity.INFO, "opioid-past",
+                     f"Past opioid use{since} ended no later than {med.last_exposure} (the record gives no end; "
+                     f"bounded by {med.bound}): {what}; the {washout_days}-day washout is complete.", med)]
 
 
 def unclassified_findings(med: MedicationExposure, start: date, washout_days: int) -> list[Finding]:

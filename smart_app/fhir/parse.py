@@ -297,6 +297,26 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def quantity_days(dispense: dict, dosages: list) -> float | None:
+    """Days one fill lasts at the prescribed rate: quantity / daily dose, for one regular (not as-needed) dosage."""
+    quantity = dispense.get("quantity")
+    if type(quantity) is not dict or len(dosages) != 1 or type(dosages[0]) is not dict:
+        return None
+    dosage = dosages[0]
+    rates = dosage.get("doseAndRate")
+    dose = rates[0].get("doseQuantity") if type(rates) is list and rates and type(rates[0]) is dict else None
+    timing = dosage.get("timing") if type(dosage.get("timing")) is dict else {}
+    repeat = timing.get("repeat") if type(timing.get("repeat")) is dict else {}
+    if dosage.get("asNeededBoolean") or type(dose) is not dict or dose.get("unit") != quantity.get("unit"):
+        return None
+    per_unit = DAYS_PER_UNIT.get(repeat.get("periodUnit")) if type(repeat.get("periodUnit")) is str else None
+    numbers = (quantity.get("value"), dose.get("value"), repeat.get("frequency", 1), repeat.get("period"), per_unit)
+    if not all(_is_number(n) and n > 0 for n in numbers):
+        return None
+    qty, per_dose, frequency, period, days = numbers
+    return qty / (per_dose * frequency / (period * days))
+
+
 def medication_dates(rtype: str, r: dict) -> RecordDates:
     d = _Dates(r)
     if rtype == "MedicationStatement":
@@ -317,7 +337,8 @@ def medication_dates(rtype: str, r: dict) -> RecordDates:
 
 def _request_dates(r: dict, d: _Dates) -> RecordDates:
     start = d.get("authoredOn") or d.get("dispenseRequest", "validityPeriod", "start")
-    ends = [d.get("dispenseRequest", "validityPeriod", "end", end=True)]
+    validity_end = d.get("dispenseRequest", "validityPeriod", "end", end=True)
+    ends = []
     try:
         dosages = _items(r.get("dosageInstruction"), "dosageInstruction")
     except Unreadable as exc:
@@ -328,13 +349,19 @@ def _request_dates(r: dict, d: _Dates) -> RecordDates:
         ends.append(inner.get("timing", "repeat", "boundsPeriod", "end", end=True))
         if inner.problem:
             d.fail(f"dosageInstruction: {inner.problem}")
-    dispense = r.get("dispenseRequest")
-    supply = None
-    if isinstance(dispense, dict):
-        fills = 1 + d.repeats(dispense.get("numberOfRepeatsAllowed"), "dispenseRequest.numberOfRepeatsAllowed")
-        supply = d.days(dispense.get("expectedSupplyDuration"), "dispenseRequest.expectedSupplyDuration", fills)
+    dispense = r.get("dispenseRequest") if isinstance(r.get("dispenseRequest"), dict) else {}
+    per_fill = d.days(dispense.get("expectedSupplyDuration"), "dispenseRequest.expectedSupplyDuration")
+    if per_fill is None:
+        per_fill = quantity_days(dispense, dosages)
+        if per_fill is not None and per_fill > MAX_SUPPLY_DAYS:
+            d.fail(f"dispenseRequest.quantity lasts {per_fill:.0f} days at the prescribed dose (more than "
+                   f"{MAX_SUPPLY_DAYS})")
+            per_fill = None
+    repeats = dispense.get("numberOfRepeatsAllowed")
+    fills = None if repeats is None else 1 + d.repeats(repeats, "dispenseRequest.numberOfRepeatsAllowed")
     real_ends = [e for e in ends if e]
-    return RecordDates(start, max(real_ends) if real_ends else None, None, supply, d.problem)
+    return RecordDates(start, max(real_ends) if real_ends else None, None, per_fill and per_fill * (fills or 1),
+                       d.problem, fill_by=validity_end, fill_days=per_fill, fills=fills)
 
 
 def free_text_of(r: dict) -> tuple[str, ...]:
@@ -368,7 +395,7 @@ def exposure_from(r: dict, medications: dict[str, dict]) -> MedicationExposure:
         names=one.names if one else tuple(dict.fromkeys(n for x in readings for n in x.names)),
         readings=readings, status=status, state=meaning.state,
         start=meaning.start, last_exposure=meaning.last_exposure, date_problem=meaning.problem,
-        free_text=free_text, unreadable=unreadable,
+        free_text=free_text, unreadable=unreadable, bound=meaning.bound,
     )
 
 
