@@ -235,7 +235,7 @@ def decide(findings: Iterable[Finding]) -> Decision:
 
 
 def data_problem_findings(problems: Iterable[str]) -> list[Finding]:
-    return [Finding("R2", "CLINICAL_RULES", Severity.CANNOT_DETERMINE,
+    return [Finding("R2", "docs/clinical-rules.md", Severity.CANNOT_DETERMINE,
                     f"Data could not be read: {p}. Opioid exposure and contraindications cannot be "
                     "ruled out.", (), "data-unreadable")
             for p in problems]
