@@ -10,7 +10,7 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from fake_ehr import FakeEhr, browser_owner, form_fields, launch
+from fake_ehr import FULL_SCOPE, FakeEhr, browser_owner, form_fields, launch
 from werkzeug.datastructures import MultiDict
 
 from smart_app import create_app
@@ -193,6 +193,18 @@ def test_without_a_practitioner_the_assessment_is_shown_and_signing_is_disabled(
 def test_a_practitioner_role_may_sign(app, client, ehr):
     lid = launch(app, client, A, fhir_user="PractitionerRole/role-1")
     assert sign(client, previewed(client, lid)).status_code == 303 and len(ehr.written_for(A)) == 3
+
+
+# --- what the token may read (issue 8 item 1) -------------------------------------------------
+
+def test_a_filtered_medication_request_grant_shows_cannot_determine_naming_the_type(app, client):
+    filtered = FULL_SCOPE.replace("patient/MedicationRequest.rs", "patient/MedicationRequest.rs?status=active")
+    lid = launch(app, client, A, scope=filtered)
+    shown = review(client, lid)
+    assert 'id="decision">cannot-determine<' in shown
+    assert "did not grant this app a read of every MedicationRequest record" in shown
+    api = client.get("/api/assessment", query_string={"lid": lid}).get_json()
+    assert api["decision"] == "cannot-determine"
 
 
 # --- /logout and timeouts --------------------------------------------------------------------
