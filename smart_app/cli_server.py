@@ -19,6 +19,8 @@ def register(sub) -> None:
     lo.add_argument("--samples", action="store_true",
                     help="also load the built-in sample patients (dates moved so that they are current today) and "
                          "their prescriber, Practitioner/ldn-sample-prescriber")
+    lo.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                    help="first wait up to this long for the server's /metadata to answer (a server still starting)")
     lo.set_defaults(func=cmd_load)
 
 
@@ -36,6 +38,9 @@ def cmd_load(args) -> int:
                                         "entry": [{"resource": SAMPLE_PRESCRIBER}]}
         bundles.update({f"sample {pid}": b for pid, b in samples_as_of(date.today()).items()})
     created = updated = 0
+    if args.wait and not wait_for_server(args.server, args.wait):
+        print(f"ldn-app: {args.server}/metadata did not answer within {args.wait:g} s", file=sys.stderr)
+        return EXIT_REFUSED
     try:
         for result in load_each(args.server, bundles):
             print(f"{result.first}: {result.created} created, {result.updated} updated", flush=True)
@@ -75,3 +80,21 @@ def _read_token(path: str) -> str:
     if not token or any(ch.isspace() for ch in token):
         raise UnreadableInput(f"{path}: does not hold one bearer token")
     return token
+
+
+def wait_for_server(base: str, seconds: float, poll: float = 2.0) -> bool:
+    """True once `base`/metadata answers 200, False after `seconds`."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if requests.get(f"{base.rstrip('/')}/metadata", timeout=min(10.0, seconds)).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass  # not up yet
+        if time.monotonic() + poll > deadline:
+            return False
+        time.sleep(poll)

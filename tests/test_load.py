@@ -86,3 +86,12 @@ def test_a_refused_transaction_stops_the_load_and_says_which_were_loaded(tmp_pat
     assert code == 1 and out == "Patient/ok-1: 1 created, 0 updated\n"
     assert "Patient/bad failed (400)" in err and "the rest were not sent" in err
     assert status == {"ok-1": 200, "bad": 404, "ok-2": 404}
+
+
+def test_load_with_wait_gives_up_on_a_server_that_never_answers_and_sends_nothing(capsys):
+    from smart_app.sandbox.fhir_server import free_port
+
+    code = main(["load", "--server", f"http://127.0.0.1:{free_port()}/fhir", "--samples", "--wait", "1"])
+
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and "did not answer within 1 s" in err
