@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 
-from flask import Flask, render_template
+from flask import Flask, g, render_template
 
 from .config import from_environment
 from .errors import AppError
@@ -45,7 +45,7 @@ def _error_pages(app: Flask) -> None:
     @app.errorhandler(AppError)
     def app_error(err: AppError):
         app.logger.warning("%s: %s", type(err).__name__, err.detail)
-        return render_template("error.html", message=err.user_message), err.status
+        return render_template("error.html", message=err.user_message, outcome=g.get("sign_outcome")), err.status
 
     @app.errorhandler(404)
     def not_found(_err):
@@ -55,6 +55,16 @@ def _error_pages(app: Flask) -> None:
     def not_allowed(_err):
         return render_template("error.html", message="That action is not available here."), 405
 
+    @app.errorhandler(413)
+    def too_large(_err):
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        return render_template("error.html", message=f"The form sent was too large (at most {limit} bytes); "
+                                                     "nothing was accepted."), 413
+
     @app.errorhandler(500)
-    def server_error(_err):
-        return render_template("error.html", message="Something went wrong. Nothing was written."), 500
+    def server_error(err):
+        """Also what a failure after the view gives (saving the session): the sign outcome, if one is known."""
+        cause = getattr(err, "original_exception", None)
+        known = isinstance(cause, AppError)
+        return render_template("error.html", message=cause.user_message if known else "Something went wrong.",
+                               outcome=g.get("sign_outcome")), cause.status if known else 500

@@ -38,6 +38,7 @@ DEFAULTS: dict[str, object] = {
     "FHIR_MAX_WORKERS": 5,  # concurrent searches when reading a patient record
     "FHIR_RETRY_MAX_WAIT": 10.0,  # cap (seconds) on a Retry-After / backoff wait between GET retries
     "CDS_CLIENTS": "",  # CDS Hooks clients (EHRs) allowed to call /cds-services: comma-separated iss|jwks_url
+    "MAX_CONTENT_LENGTH": 64 * 1024,  # bytes per request body: a larger form is refused with 413
 }
 
 PREFIX = "LDN_"

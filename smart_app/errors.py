@@ -7,7 +7,7 @@ class AppError(Exception):
     """Base of every error we raise on purpose. `user_message` is safe to show in a browser."""
 
     status = 500
-    user_message = "Something went wrong. Nothing was written."
+    user_message = "Something went wrong."
 
     def __init__(self, detail: str | None = None, *, user_message: str | None = None):
         super().__init__(detail or self.user_message)
@@ -51,7 +51,7 @@ class FhirServerError(AppError):
     """The FHIR server answered with an error (OperationOutcome diagnostics kept in detail)."""
 
     status = 502
-    user_message = "The EHR's FHIR server reported an error. Nothing was written."
+    user_message = "The EHR's FHIR server reported an error."
 
     def __init__(self, detail: str | None = None, *, http_status: int | None = None,
                  diagnostics: tuple[str, ...] = (), user_message: str | None = None):
@@ -64,7 +64,7 @@ class FhirUnavailable(FhirServerError):
     """Timeouts, connection failures, 5xx after retries."""
 
     status = 503
-    user_message = "The EHR's FHIR server could not be reached. Nothing was written; please try again."
+    user_message = "The EHR's FHIR server could not be reached. Please try again."
 
 
 class FhirAuthError(FhirServerError):
@@ -112,3 +112,13 @@ class SigningNotAllowed(AppError):
 
     status = 403
     user_message = "Signing is disabled for this launch."
+
+
+class WriteNotCompleted(FhirServerError):
+    """A write in steps stopped before the order became active; `left` names what the undo could not remove."""
+
+    def __init__(self, cause: FhirServerError, left: tuple[str, ...]):
+        super().__init__(f"sequential write stopped: {cause.detail}", http_status=cause.http_status,
+                         diagnostics=cause.diagnostics, user_message=cause.user_message)
+        self.cause = cause
+        self.left = left

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from .errors import InputError
-from .smart.scopes import READ_TYPES, WRITE_TYPES
+from .smart.scopes import READ_TYPES, UNDO_NEEDS, WRITE_TYPES
 
 OPEN_LAUNCH = "open"
 PAGE_SIZE = 20
@@ -128,7 +128,8 @@ def launch_record(config: Mapping, iss: str, patient_id: str, now: float | None 
     Nothing is granted or refused by such a server, so the app may read and write every type it uses;
     the prescriber is LDN_OPEN_REQUESTER (None: signing is disabled, saying why)."""
     now = time.time() if now is None else now
-    scope = " ".join([*(f"patient/{t}.rs" for t in READ_TYPES), *(f"patient/{t}.c" for t in WRITE_TYPES)])
+    scope = " ".join([*(f"patient/{t}.rs" for t in READ_TYPES),
+                      *(f"patient/{t}.c{UNDO_NEEDS.get(t, '')}" for t in WRITE_TYPES)])  # undo: no transaction
     return {"iss": normalize(iss), "launch_mode": OPEN_LAUNCH, "patient": patient_id, "encounter": None,
             "scope": scope, "fhir_user": str(config.get("OPEN_REQUESTER") or "").strip() or None,
             "need_patient_banner": True, "expires_at": now + float(config.get("SESSION_MAX_HOURS", 8)) * 3600}

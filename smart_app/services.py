@@ -6,16 +6,26 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
+from enum import Enum
 
 from .clinical.eligibility import assess
 from .clinical.model import BLOCKING, Assessment, Decision, OrderPlan, Severity, TitrationRequest
 from .clinical.opioids import WASHOUT_DEFAULT
 from .clinical.terminology import Terminology, default_terminology
 from .clinical.titration import build_schedule
-from .errors import AppError, FhirAuthError, FhirServerError, InputError, WriteRefused
-from .fhir.build import transaction_bundle
+from .errors import (
+    AppError,
+    FhirAuthError,
+    FhirServerError,
+    InputError,
+    SigningNotAllowed,
+    WriteNotCompleted,
+    WriteRefused,
+)
+from .fhir.build import ORDER_IDENTIFIER_SYSTEM, own_order_key, todays_step, transaction_bundle, written_order
 from .fhir.contract import parse_reference, rewrite_references
 from .fhir.parse import PatientData, patient_data
+from .smart.scopes import missing_undo, missing_write
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +165,25 @@ def assessment_to_json(a: Assessment) -> dict:
 __all__ = ["AppError", "SignRequest", "assess_data", "assess_patient", "assessment_to_json", "plan_order"]
 
 
+class Outcome(Enum):
+    """What is known about a write: the server confirmed it, refused it, or left us without an answer."""
+
+    WRITTEN = "written"
+    NOT_WRITTEN = "not-written"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class SignOutcome:
+    """The outcome of signing one plan, and the words that say it without claiming more than is known."""
+
+    outcome: Outcome
+    key: str
+    message: str
+    details: tuple[str, ...] = ()
+    refs: tuple[str, ...] = ()  # what the server holds for this key, as far as we know
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """What the EHR stored for one signed plan: "Type/id" per resource type."""
@@ -170,13 +199,141 @@ class WriteResult:
         return self.refs.get("CarePlan")
 
 
+REFUSED = "The EHR refused the order, so it was not written."
+NOT_CONFIRMED = "The EHR did not confirm the order ({why})."
+FOUND = " The order was looked up by its key and is in the chart."
+NOT_FOUND = (" The order was looked up by its key and is not in the chart now. Signing again is safe: it sends "
+             "the same order key, so the EHR can never hold it twice.")
+LOOKUP_FAILED = (" The app could not look the order up either, so it may or may not have been written: check the "
+                 "chart (order key {key}) before signing again. Signing again is safe: it sends the same order key.")
+DRAFT_FOUND = (" The chart holds only a draft of it ({ref}), which is not an active order. Signing again completes "
+               "it with the same key.")
+NO_TRANSACTION = ("This EHR's FHIR server does not support transactions, so the order would be written in steps; "
+                  "the app was not granted what it needs to undo a step that fails ({missing}). Signing is "
+                  "refused on this server: ask the EHR team to grant these scopes.")
+
+
+def write_blockers(gateway, permissions) -> list[str]:
+    """Why this launch cannot sign on this server (empty: it can). Checked before anything is sent."""
+    missing = missing_write(permissions)
+    if missing:
+        return ["The EHR did not grant write access to " + ", ".join(missing) + "."]
+    if not gateway.supports_transaction():
+        undo = missing_undo(permissions)
+        if undo:
+            return [NO_TRANSACTION.format(missing=", ".join(undo))]
+    return []
+
+
+def sign_order(gateway, bundle: dict, permissions) -> SignOutcome:
+    """Write one signed plan and say truthfully what happened: written, not written, or unknown.
+
+    Unknown (timeout, reset, 5xx, an answer we cannot read) is resolved by looking the order up by
+    its key: found active -> written; otherwise it stays unknown, with the same idempotent retry.
+    """
+    key = bundle_key(bundle)
+    blockers = write_blockers(gateway, permissions)
+    if blockers:
+        raise SigningNotAllowed("; ".join(blockers), user_message=" ".join(blockers))
+    try:
+        result = place_order(gateway, bundle)
+    except WriteNotCompleted as err:
+        return _not_completed(gateway, key, err)
+    except AppError as err:
+        if refused_before_commit(err):
+            return SignOutcome(Outcome.NOT_WRITTEN, key, REFUSED, _diagnostics(err))
+        return look_up_outcome(gateway, key, _why(err))
+    log.info("order %s written: %s", key, ", ".join(result.refs.values()))
+    return SignOutcome(Outcome.WRITTEN, key, "The EHR confirmed the order.", refs=tuple(result.refs.values()))
+
+
+def refused_before_commit(err: AppError) -> bool:
+    """A 4xx answer (not 408): the server looked at the request and did not commit it."""
+    status = getattr(err, "http_status", None)
+    return isinstance(status, int) and 400 <= status < 500 and status != 408
+
+
+def look_up_outcome(gateway, key: str, why: str) -> SignOutcome:
+    """After an unanswered write: the order by its key, as the server holds it now."""
+    message = NOT_CONFIRMED.format(why=why)
+    try:
+        order = find_order(gateway, key)
+    except AppError as err:
+        log.warning("order %s: lookup after an unconfirmed write failed: %s", key, type(err).__name__)
+        return SignOutcome(Outcome.UNKNOWN, key, message + LOOKUP_FAILED.format(key=key))
+    if order is None:
+        return SignOutcome(Outcome.UNKNOWN, key, message + NOT_FOUND)
+    ref = order["refs"]["MedicationRequest"]
+    if order["status"] == "active":
+        return SignOutcome(Outcome.WRITTEN, key, message + FOUND, refs=(ref,))
+    return SignOutcome(Outcome.UNKNOWN, key, message + DRAFT_FOUND.format(ref=ref), refs=(ref,))
+
+
+def _not_completed(gateway, key: str, err: WriteNotCompleted) -> SignOutcome:
+    """The sequential write stopped before the order became active, and the undo ran."""
+    if not refused_before_commit(err.cause):
+        return look_up_outcome(gateway, key, _why(err.cause))
+    message = "The EHR refused part of the order, so it was never made active: it was not written."
+    if err.left:
+        message += (" The app could not remove what it had created (" + ", ".join(err.left) + "): these are "
+                    "drafts, not an active order. Signing again completes them with the same key; otherwise "
+                    "ask the EHR team to delete them.")
+    return SignOutcome(Outcome.NOT_WRITTEN, key, message, _diagnostics(err.cause), refs=err.left)
+
+
+def _why(err: AppError) -> str:
+    status = getattr(err, "http_status", None)
+    return f"it answered HTTP {status}" if status else "no usable answer in time"
+
+
+def _diagnostics(err: AppError) -> tuple[str, ...]:
+    return tuple(getattr(err, "diagnostics", ()) or ())
+
+
+def bundle_key(bundle: dict) -> str:
+    """The order key carried by the bundle's MedicationRequest."""
+    return next(own_order_key(e["resource"]) for e in bundle["entry"]
+                if e["resource"]["resourceType"] == "MedicationRequest")
+
+
+def find_order(gateway, key: str) -> dict | None:
+    """The order this app wrote under `key`, read back from the server (no session needed), or None.
+
+    The MedicationRequest is the commit marker: a transaction writes it with its CarePlan or not at
+    all, and the sequential write makes it active only after its CarePlan exists.
+    """
+    found = gateway.search("MedicationRequest", {"identifier": f"{ORDER_IDENTIFIER_SYSTEM}|{key}"})
+    ours = [r for r in found if own_order_key(r) == key]  # a server may ignore the identifier parameter
+    return written_order(ours[0]) if ours else None
+
+
+def own_order_keys(data: PatientData) -> set[str]:
+    """Keys of the active orders this app wrote for the patient (recognised by our identifier system)."""
+    return {m.own_order_key for m in data.medications if m.own_order_key and m.status == "active"}
+
+
+def own_orders(gateway, data: PatientData, today: date) -> list[dict]:
+    """This app's earlier orders in the chart, read back by key, with the step that covers `today`."""
+    keys = sorted({m.own_order_key for m in data.medications if m.own_order_key and m.status in ("active", "draft")})
+    found = []
+    for key in keys:
+        try:
+            order = find_order(gateway, key)
+        except AppError as err:
+            log.warning("own order %s could not be read back: %s", key, type(err).__name__)
+            continue
+        if order is not None:
+            found.append({**order, "today": todays_step(order, today)})
+    return found
+
+
 def _ref_from_location(location: str | None) -> str | None:
     ref = parse_reference(location)
     return ref.local if ref else None
 
 
 def place_order(gateway, bundle: dict) -> WriteResult:
-    """Write the transaction; without transaction support, create in order and undo on failure."""
+    """Write the transaction; without transaction support, create in order (see `_place_sequentially`)."""
     if gateway.supports_transaction():
         response = gateway.transaction(bundle)
         refs = {}
@@ -192,28 +349,57 @@ def place_order(gateway, bundle: dict) -> WriteResult:
 
 
 def _place_sequentially(gateway, bundle: dict) -> WriteResult:
-    """Conditional creates one by one; on a failure after the first, remove what was created."""
+    """Conditional creates one by one, the MedicationRequest as a draft; activating it is the last step.
+
+    Order: MedicationRequest (status draft), CarePlan, Provenance, then PUT the MedicationRequest to
+    active. So an active MedicationRequest always has its CarePlan: before the last step nothing is an
+    active order, and the last step either lands (written) or not (the draft stays a draft). A failure
+    before the last step deletes what was created (newest first); what cannot be deleted is reported
+    by `WriteNotCompleted.left` and is still only a draft. Conditional creates make a retry resume: the
+    same key finds the draft and the CarePlan and completes them. Needs update on MedicationRequest and
+    delete on all three (smart.scopes.UNDO_NEEDS); `write_blockers` refuses to sign without them.
+    """
     created: list[str] = []
     urns: dict[str, str] = {}
+    mr_ref, mr_status = None, None
     try:
         for entry in bundle["entry"]:
-            resource = rewrite_references(entry["resource"], urns)
-            stored = gateway.create(resource, if_none_exist=entry["request"].get("ifNoneExist"))
+            stored = _create_step(gateway, entry, urns)
             ref = f"{stored['resourceType']}/{stored['id']}"
             urns[entry["fullUrl"]] = ref
             created.append(ref)
-    except AppError:
-        _undo(gateway, created)
-        raise
+            if stored["resourceType"] == "MedicationRequest":
+                mr_ref, mr_status = ref, stored.get("status")
+    except FhirServerError as err:  # an order already active (a retry) is never undone
+        raise WriteNotCompleted(err, () if mr_status == "active" else _undo(gateway, created)) from err
+    if mr_status != "active":
+        try:
+            gateway.set_status(mr_ref, "active")
+        except FhirServerError as err:  # unanswered: it may be active now, so nothing is deleted
+            raise WriteNotCompleted(err, _undo(gateway, created) if refused_before_commit(err) else ()) from err
     return WriteResult({parse_reference(ref).resource_type: ref for ref in created})
 
 
-def _undo(gateway, created: list[str]) -> None:
+def _create_step(gateway, entry: dict, urns: dict[str, str]) -> dict:
+    resource = rewrite_references(entry["resource"], urns)
+    if resource["resourceType"] == "MedicationRequest":
+        resource["status"] = "draft"
+    stored = gateway.create(resource, if_none_exist=entry["request"].get("ifNoneExist"))
+    status = stored.get("status")
+    if stored["resourceType"] == "MedicationRequest" and status not in (None, "draft", "active"):
+        raise FhirServerError(f"an earlier order with this key is {status}", http_status=409, diagnostics=(
+            f"An earlier order with this key is {status} in the chart; change the plan to sign a new one.",))
+    return stored
+
+
+def _undo(gateway, created: list[str]) -> tuple[str, ...]:
+    """Delete what a failed sequential write created, newest first; the refs that could not be deleted."""
+    left = []
     for ref in reversed(created):
         try:
-            if parse_reference(ref).resource_type in ("MedicationRequest", "CarePlan"):
-                gateway.mark_entered_in_error(ref)
-            else:
-                gateway.delete(ref)
-        except AppError:
-            log.error("could not undo %s after a failed sequential write; it needs manual review", ref)
+            gateway.delete(ref)
+        except AppError as err:
+            log.error("could not undo %s after a failed sequential write (%s); it is a draft, needs review",
+                      ref, type(err).__name__)
+            left.append(ref)
+    return tuple(left)

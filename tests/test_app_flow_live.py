@@ -107,7 +107,8 @@ def test_contraindicated_patient_cannot_be_signed_even_by_posting_the_form(sandb
 def test_invalid_dose_is_rejected_with_the_clinicians_inputs_kept(sandbox):
     browser, page = launch(sandbox, "ldn-low-back-pain")
     rejected = preview(browser, sandbox, page, target="6")
-    assert rejected.status_code == 200 and "above the LDN maximum" in rejected.text
+    assert rejected.status_code == 400 and "Target dose: 6 is outside the form&#39;s limits (0.5 to 4.5)" in \
+        rejected.text
     assert 'id="target" name="target" value="6"' in rejected.text and 'id="sign-button"' not in rejected.text
 
 

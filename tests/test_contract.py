@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 
 from smart_app.fhir.contract import (
-    ENTERED_IN_ERROR_TYPES,
+    DELETED_TYPES,
     READ_TYPES,
     SEARCHED_TYPES,
+    UPDATED_TYPES,
     WRITTEN_TYPES,
     index_keys,
     parse_reference,
@@ -27,11 +28,15 @@ def _interactions() -> dict[str, set[str]]:
 
 def test_every_type_the_app_reads_is_declared_readable_in_the_capability_statement():
     declared = {t for t, codes in _interactions().items() if codes & {"read", "search-type"}}
-    assert set(READ_TYPES) | ENTERED_IN_ERROR_TYPES == declared
+    assert set(READ_TYPES) | UPDATED_TYPES == declared
 
 
-def test_only_the_types_the_app_may_undo_are_declared_updatable():
-    assert {t for t, codes in _interactions().items() if "update" in codes} == ENTERED_IN_ERROR_TYPES
+def test_only_the_draft_order_the_app_activates_is_declared_updatable():
+    assert {t for t, codes in _interactions().items() if "update" in codes} == UPDATED_TYPES
+
+
+def test_only_the_types_a_failed_sequential_write_undoes_are_declared_deletable():
+    assert {t for t, codes in _interactions().items() if "delete" in codes} == DELETED_TYPES
 
 
 def test_every_type_searched_by_patient_is_declared_searchable():

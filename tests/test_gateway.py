@@ -367,15 +367,15 @@ def test_delete_still_raises_on_other_failures(rsps, gateway):
         gateway.delete("CarePlan/cp1")
 
 
-def test_mark_entered_in_error_puts_the_resource_back_with_if_match(rsps, gateway):
+def test_set_status_puts_the_resource_back_with_if_match(rsps, gateway):
     current = {"resourceType": "MedicationRequest", "id": "mr1", "status": "active", "meta": {"versionId": "2"}}
     rsps.get(f"{BASE}/MedicationRequest/mr1", json=current)
     rsps.put(f"{BASE}/MedicationRequest/mr1", json={**current, "status": "entered-in-error"},
              match=[matchers.json_params_matcher({**current, "status": "entered-in-error"}),
                     matchers.header_matcher({"If-Match": 'W/"2"'})])
-    assert gateway.mark_entered_in_error("MedicationRequest/mr1")["status"] == "entered-in-error"
+    assert gateway.set_status("MedicationRequest/mr1", "entered-in-error")["status"] == "entered-in-error"
     with pytest.raises(ValueError):
-        gateway.mark_entered_in_error("Provenance/pv1")
+        gateway.set_status("Provenance/pv1", "active")
 
 
 # --- capabilities, timeouts, logs --------------------------------------------------------

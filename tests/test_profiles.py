@@ -183,8 +183,9 @@ def test_capability_statement_lists_exactly_the_reads_and_conditional_creates_th
     resources = {r["type"]: r for r in capability()["rest"][0]["resource"]}
     assert set(resources) == {"Patient", "Condition", "MedicationRequest", "MedicationStatement",
                               "MedicationDispense", "Medication", "CarePlan", "Provenance"}
-    for t in ("Condition", "MedicationRequest", "MedicationStatement", "MedicationDispense"):
+    for t in ("Condition", "MedicationStatement", "MedicationDispense"):
         assert {p["name"] for p in resources[t]["searchParam"]} == {"patient", "_count"}
+    assert {p["name"] for p in resources["MedicationRequest"]["searchParam"]} == {"patient", "_count", "identifier"}
     for t in ("MedicationRequest", "MedicationStatement", "MedicationDispense"):
         assert resources[t]["searchInclude"] == [f"{t}:medication"]
     assert {p["name"] for p in resources["Medication"]["searchParam"]} == {"_id", "_count"}

@@ -24,6 +24,7 @@ from smart_app.smart.scopes import (
     Permissions,
     granted_permissions,
     missing_read,
+    missing_undo,
     missing_write,
     requested_scopes,
 )
@@ -98,15 +99,15 @@ def token_response(**overrides):
 def test_v2_scopes_are_requested_when_the_server_advertises_permission_v2():
     scope = requested_scopes(["launch-ehr", "permission-v2"], "ehr").split()
     assert scope[:4] == ["launch", "openid", "fhirUser", "online_access"]
-    assert "patient/Condition.rs" in scope and "patient/MedicationRequest.c" in scope
-    assert "patient/CarePlan.c" in scope and "patient/Provenance.c" in scope
+    assert "patient/Condition.rs" in scope and "patient/MedicationRequest.cud" in scope
+    assert "patient/CarePlan.cd" in scope and "patient/Provenance.cd" in scope
     assert not any(s.endswith((".read", ".write")) for s in scope)
 
 
 def test_v1_scopes_are_requested_when_the_server_does_not_advertise_permission_v2():
     scope = requested_scopes(["launch-ehr", "permission-v1"], "ehr").split()
     assert "patient/Condition.read" in scope and "patient/MedicationRequest.write" in scope
-    assert not any(s.endswith((".rs", ".c")) for s in scope)
+    assert not any(s.endswith((".rs", ".c", ".cd", ".cud")) for s in scope)
 
 
 def test_standalone_launch_asks_for_a_patient_picker_instead_of_the_launch_scope():
@@ -118,7 +119,7 @@ def test_requested_scopes_are_exactly_the_minimal_set():
     scope = set(requested_scopes(["permission-v2"], "ehr").split())
     reads = {f"patient/{t}.rs" for t in ("Patient", "Condition", "MedicationRequest", "MedicationStatement",
                                          "MedicationDispense", "Medication")}
-    writes = {f"patient/{t}.c" for t in ("MedicationRequest", "CarePlan", "Provenance")}
+    writes = {"patient/MedicationRequest.cud", "patient/CarePlan.cd", "patient/Provenance.cd"}  # undo: no transaction
     assert scope == reads | writes | {"launch", "openid", "fhirUser", "online_access"}
 
 
@@ -143,6 +144,15 @@ def test_granted_scopes_without_write_make_missing_write_list_the_unwritable_typ
     assert missing_write(granted) == ["MedicationRequest", "CarePlan"]
     assert missing_write(granted_permissions("patient/*.cruds")) == []
     assert missing_write(Permissions(frozenset(), frozenset())) == ["MedicationRequest", "CarePlan", "Provenance"]
+
+
+def test_create_only_grants_lack_what_the_sequential_write_needs_to_undo_itself():
+    assert missing_undo(granted_permissions("patient/*.rs patient/MedicationRequest.c patient/CarePlan.c")) == [
+        "update MedicationRequest", "delete MedicationRequest", "delete CarePlan", "delete Provenance"]
+    assert missing_undo(granted_permissions("patient/MedicationRequest.cud patient/CarePlan.cd "
+                                            "patient/Provenance.cd")) == []
+    assert missing_undo(granted_permissions("patient/*.write")) == []
+    assert missing_undo(granted_permissions("patient/*.cruds?category=x")) != []
 
 
 # --- begin_launch ------------------------------------------------------------------------

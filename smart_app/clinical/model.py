@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
+OWN_ORDER_SYSTEM = "https://fhir.ldn-app.org/identifier/ldn-order"  # the identifier system of the orders we write
+
 
 class Decision(StrEnum):
     """The overall answer, most severe first in `DECISION_ORDER`."""
@@ -105,6 +107,12 @@ class MedicationExposure:
     free_text: tuple[str, ...] = ()  # dosage texts and notes, where a drug may be named in words
     unreadable: str | None = None  # why part of the drug's description could not be read, in plain words
     bound: str | None = None  # ENDED with no recorded end: last_exposure is the latest possible day, and why
+    identifiers: tuple[tuple[str, str], ...] = ()  # (system, value) of the record's business identifiers
+
+    @property
+    def own_order_key(self) -> str | None:
+        """The order key when this app wrote the record (our identifier system), else None."""
+        return next((value for system, value in self.identifiers if system == OWN_ORDER_SYSTEM), None)
 
     @property
     def resource_type(self) -> str:

@@ -250,6 +250,10 @@ def antagonist_findings(med: MedicationExposure, start: date, washout_days: int)
 
 def naltrexone_findings(med: MedicationExposure, start: date, washout_days: int) -> list[Finding]:
     what = f"{med.name} ({med.resource_type}, status {med.status or 'missing'})"
+    if med.own_order_key and med.state is not ExposureState.ENDED:  # this app's own order: not a duplicate
+        return [_finding(Severity.CAUTION, "own-order",
+                         f"This app's own earlier LDN order: {what}. Signing a different plan adds a second "
+                         "order: stop this one in the EHR first.", med, rule="R5", source="004, 001")]
     if med.state is ExposureState.CURRENT:
         return [_finding(Severity.CONTRAINDICATION, "naltrexone-duplicate",
                          f"Already on naltrexone: {what}. Duplicate therapy; no second order "

@@ -12,12 +12,12 @@ import json
 import uuid
 from datetime import date, datetime, timedelta
 
-from ..clinical.model import OrderPlan, TitrationStep
+from ..clinical.model import OWN_ORDER_SYSTEM, OrderPlan, TitrationStep
 from ..clinical.terminology import CANONICAL_BASE, RXNORM, SNOMED, UCUM
 from ..clinical.titration import describe_step
 from .models import validate_r4
 
-ORDER_IDENTIFIER_SYSTEM = CANONICAL_BASE + "/identifier/ldn-order"
+ORDER_IDENTIFIER_SYSTEM = OWN_ORDER_SYSTEM
 ORDER_TAG_SYSTEM = CANONICAL_BASE + "/CodeSystem/ldn-order-key"
 PROFILE_MEDICATION_REQUEST = CANONICAL_BASE + "/StructureDefinition/ldn-medicationrequest"
 PROFILE_CAREPLAN = CANONICAL_BASE + "/StructureDefinition/ldn-careplan"
@@ -204,3 +204,42 @@ def transaction_bundle(plan: OrderPlan, recorded: datetime) -> dict:
         validate_r4(resource)
     validate_r4(bundle)
     return bundle
+
+
+def own_order_key(resource: dict) -> str | None:
+    """The order key of a resource this app wrote (our identifier system), else None."""
+    for identifier in resource.get("identifier") or []:
+        if isinstance(identifier, dict) and identifier.get("system") == ORDER_IDENTIFIER_SYSTEM:
+            value = identifier.get("value")
+            return value if isinstance(value, str) else None
+    return None
+
+
+def written_order(mr: dict) -> dict:
+    """What the confirmation page shows, read back from a MedicationRequest this app wrote."""
+    steps = [_written_step(d) for d in mr.get("dosageInstruction") or [] if isinstance(d, dict)]
+    start = min((s["start"] for s in steps if s["start"]), default=None)
+    low, high = REVIEW_WINDOW_DAYS
+    first = date.fromisoformat(start) if start else None
+    supply = ((mr.get("dispenseRequest") or {}).get("expectedSupplyDuration") or {}).get("value")
+    return {"key": own_order_key(mr), "refs": {"MedicationRequest": f"MedicationRequest/{mr.get('id')}"},
+            "status": mr.get("status"), "patient": (mr.get("subject") or {}).get("reference", "").split("/")[-1],
+            "start": start, "steps": steps, "supply_days": supply,
+            "review_from": (first + timedelta(days=low)).isoformat() if first else None,
+            "review_to": (first + timedelta(days=high)).isoformat() if first else None}
+
+
+def _written_step(d: dict) -> dict:
+    bounds = ((d.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {}
+    dose = ((d.get("doseAndRate") or [{}])[0].get("doseQuantity") or {}).get("value")
+    return {"sequence": d.get("sequence"), "dose": dose, "start": bounds.get("start"), "end": bounds.get("end"),
+            "text": d.get("text")}
+
+
+def todays_step(order: dict, today: date) -> dict | None:
+    """The step of a written order that covers `today` (None before the start)."""
+    for step in order["steps"]:
+        if step["start"] and step["start"] <= today.isoformat() and (not step["end"] or today.isoformat()
+                                                                     <= step["end"]):
+            return step
+    return None

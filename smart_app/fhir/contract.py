@@ -13,7 +13,10 @@ MEDICATION_USE_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationD
 SEARCHED_TYPES = (*MEDICATION_USE_TYPES, "Condition")  # searched by patient
 READ_TYPES = ("Patient", *SEARCHED_TYPES, "Medication")
 WRITTEN_TYPES = ("MedicationRequest", "CarePlan", "Provenance")
-ENTERED_IN_ERROR_TYPES = frozenset({"MedicationRequest", "CarePlan"})  # undone by read + update, never deleted
+# Only without `transaction` (services._place_sequentially): the draft order is activated by read + update,
+# and a failed step's resources are deleted.
+UPDATED_TYPES = frozenset({"MedicationRequest"})
+DELETED_TYPES = frozenset(WRITTEN_TYPES)
 
 MAX_REFERENCE_LENGTH = 4096  # longer strings are not references (and are never scanned)
 RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{1,63}")

@@ -38,7 +38,7 @@ from requests.adapters import HTTPAdapter
 
 from smart_app.errors import FhirAuthError, FhirServerError, FhirUnavailable
 
-from .contract import ENTERED_IN_ERROR_TYPES, MEDICATION_USE_TYPES, SEARCHED_TYPES, parse_reference, reference_of
+from .contract import MEDICATION_USE_TYPES, SEARCHED_TYPES, UPDATED_TYPES, parse_reference, reference_of
 from .documents import DocumentCache
 
 logger = logging.getLogger(__name__)
@@ -368,18 +368,18 @@ class FhirGateway:
             if err.http_status not in (404, 410):
                 raise
 
-    def mark_entered_in_error(self, ref: str) -> dict:
-        """Set status=entered-in-error on a MedicationRequest or CarePlan (PUT with If-Match)."""
+    def set_status(self, ref: str, status: str) -> dict:
+        """Set the status of a MedicationRequest or CarePlan (read, then PUT with If-Match). Never retried."""
         resource_type, resource_id = _split_reference(ref)
-        if resource_type not in ENTERED_IN_ERROR_TYPES:
-            raise ValueError(f"{resource_type} cannot be marked entered-in-error; delete it instead")
+        if resource_type not in UPDATED_TYPES:
+            raise ValueError(f"{resource_type} has no status we set; delete it instead")
         url, what = f"{self.base_url}/{resource_type}/{resource_id}", f"{resource_type}/{resource_id}"
-        response = self._request("GET", url, token=self._token(), what=f"read {what}", deadline=None)  # an undo
-        resource = {**self._json(response, f"read {what}", expect=resource_type), "status": "entered-in-error"}
+        response = self._request("GET", url, token=self._token(), what=f"read {what}", deadline=None)  # a write step
+        resource = {**self._json(response, f"read {what}", expect=resource_type), "status": status}
         version = (resource.get("meta") or {}).get("versionId")
         etag = response.headers.get("ETag") or (f'W/"{version}"' if version else None)
         headers = {"If-Match": etag} if etag else {}
-        updated = self._write("PUT", url, resource, f"entered-in-error {what}", headers)
+        updated = self._write("PUT", url, resource, f"{status} {what}", headers)
         return self._json(updated, f"update {what}") if updated.content else resource
 
     def _write(self, method: str, url: str, body: dict | None, what: str,

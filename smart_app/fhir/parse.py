@@ -395,8 +395,14 @@ def exposure_from(r: dict, medications: dict[str, dict]) -> MedicationExposure:
         names=one.names if one else tuple(dict.fromkeys(n for x in readings for n in x.names)),
         readings=readings, status=status, state=meaning.state,
         start=meaning.start, last_exposure=meaning.last_exposure, date_problem=meaning.problem,
-        free_text=free_text, unreadable=unreadable, bound=meaning.bound,
+        free_text=free_text, unreadable=unreadable, bound=meaning.bound, identifiers=_identifiers(r),
     )
+
+
+def _identifiers(r: dict) -> tuple[tuple[str, str], ...]:
+    found = r.get("identifier")
+    return tuple((i["system"], i["value"]) for i in (found if isinstance(found, list) else ()) if isinstance(i, dict)
+                 and isinstance(i.get("system"), str) and isinstance(i.get("value"), str))
 
 
 def resource_label(r: dict) -> str:

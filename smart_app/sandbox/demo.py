@@ -9,7 +9,7 @@ import logging
 import secrets
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date
@@ -36,7 +36,8 @@ READ_SCOPES = " ".join(
 )
 WRITE_SCOPES = ("patient/*.cruds patient/*.write patient/*.* patient/MedicationRequest.c "
                 "patient/MedicationRequest.cu patient/MedicationRequest.write patient/CarePlan.c "
-                "patient/CarePlan.cu patient/CarePlan.write patient/Provenance.c patient/Provenance.write")
+                "patient/CarePlan.cu patient/CarePlan.write patient/Provenance.c patient/Provenance.write "
+                "patient/MedicationRequest.cud patient/CarePlan.cd patient/Provenance.cd")
 USER_SCOPES = "user/*.rs user/*.read user/Practitioner.rs user/Practitioner.read"
 CONTEXT_SCOPES = "launch launch/patient openid fhirUser online_access"
 
@@ -144,12 +145,14 @@ def start_sandbox(host: str = "127.0.0.1", app_port: int = 0, ehr_port: int = 0,
                   fhir_upstream: str | None = None, public_url: str | None = None, app_url: str | None = None,
                   with_app: bool = True, samples: bool = True, bundles: Iterable[dict] = (),
                   extra_clients: Iterable[dict] = (), access_token_lifetime: int = 300,
-                  app_config: dict | None = None, today: date | None = None) -> Sandbox:
+                  app_config: dict | None = None, today: date | None = None,
+                  fhir_proxy: Callable[[str], str] | None = None) -> Sandbox:
     """Start the sandbox EHR (and the app) on loopback, in front of a new sekmet or `fhir_upstream`.
 
     Port 0 = any free port. `public_url`: where browsers reach the sandbox EHR (default: where it
     listens). `app_url`: an app already running there; none is started. `samples`: load the sample
-    patients (dates moved to `today`) and the sandbox clinician."""
+    patients (dates moved to `today`) and the sandbox clinician. `fhir_proxy(upstream) -> url` puts
+    something between the EHR and the FHIR server (tests: a fault proxy)."""
     if host not in LOOPBACK_HOSTS:
         raise ValueError(f"the sandbox has no real authentication: serve it on {LOOPBACK_HOSTS[0]} only")
     with ExitStack() as stack:
@@ -169,8 +172,8 @@ def start_sandbox(host: str = "127.0.0.1", app_port: int = 0, ehr_port: int = 0,
             _load(upstream, data)
 
         clients = [*default_clients(app_url, secrets.token_urlsafe(24)), *extra_clients]
-        ehr_app = create_sandbox_app(upstream, public, clients, f"{app_url}/launch",
-                                     access_token_lifetime=access_token_lifetime,
+        ehr_app = create_sandbox_app(fhir_proxy(upstream) if fhir_proxy else upstream, public, clients,
+                                     f"{app_url}/launch", access_token_lifetime=access_token_lifetime,
                                      upstream_link_base=fhir.public_base_url if fhir else None,
                                      cds_services_url=f"{app_url}/cds-services")
         ehr_web.start(ehr_app)

@@ -12,10 +12,17 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from smart_app.fhir.contract import DELETED_TYPES, UPDATED_TYPES
+
 READ_TYPES: tuple[str, ...] = (
     "Patient", "Condition", "MedicationRequest", "MedicationStatement", "MedicationDispense", "Medication",
 )
 WRITE_TYPES: tuple[str, ...] = ("MedicationRequest", "CarePlan", "Provenance")
+# Beyond create: what the sequential write (servers without `transaction`) needs to activate its draft
+# MedicationRequest and to remove what it created when a later step fails (services.place_order).
+UNDO_NEEDS: dict[str, str] = {t: ("u" if t in UPDATED_TYPES else "") + ("d" if t in DELETED_TYPES else "")
+                              for t in WRITE_TYPES}
+_VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 IDENTITY_SCOPES: tuple[str, ...] = ("openid", "fhirUser")
 EHR_LAUNCH, STANDALONE_LAUNCH = "ehr", "standalone"
 
@@ -34,6 +41,7 @@ class Permissions:
     can_read: frozenset[str]
     can_write: frozenset[str]
     restricted: frozenset[str] = frozenset()
+    actions: frozenset[tuple[str, str]] = frozenset()  # (type or "*", v2 letter) granted without a filter
 
     def reads(self, resource_type: str) -> bool:
         return "*" in self.can_read or resource_type in self.can_read
@@ -41,13 +49,20 @@ class Permissions:
     def writes(self, resource_type: str) -> bool:
         return "*" in self.can_write or resource_type in self.can_write
 
+    def allows(self, resource_type: str, letter: str) -> bool:
+        """Whether one interaction (v2 letter: c r u d s) on the type is granted."""
+        return (resource_type, letter) in self.actions or ("*", letter) in self.actions
+
 
 def requested_scopes(capabilities: Iterable[str], launch_mode: str) -> str:
     """The space-separated scope string for an authorize request."""
     v2 = "permission-v2" in set(capabilities)
-    read, write = (".rs", ".c") if v2 else (".read", ".write")
     context = "launch" if launch_mode == EHR_LAUNCH else "launch/patient"
-    clinical = [f"patient/{t}{read}" for t in READ_TYPES] + [f"patient/{t}{write}" for t in WRITE_TYPES]
+    if v2:
+        writes = [f"patient/{t}.c{UNDO_NEEDS.get(t, '')}" for t in WRITE_TYPES]
+        clinical = [f"patient/{t}.rs" for t in READ_TYPES] + writes
+    else:  # v1 .write already covers update and delete
+        clinical = [f"patient/{t}.read" for t in READ_TYPES] + [f"patient/{t}.write" for t in WRITE_TYPES]
     return " ".join([context, *IDENTITY_SCOPES, "online_access", *clinical])
 
 
@@ -56,12 +71,14 @@ def granted_permissions(scope_string: str | None) -> Permissions:
     read: set[str] = set()
     write: set[str] = set()
     restricted: set[str] = set()
+    actions: set[tuple[str, str]] = set()
     for scope in (scope_string or "").split():
         match = _CLINICAL.match(scope)
         if not match:
             continue
         _context, resource_type, permission, query = match.groups()
-        can_read, can_write = _permission(permission)
+        letters = _letters(permission)
+        can_read, can_write = {"r", "s"} <= letters, "c" in letters
         if query and can_read:
             restricted.add(resource_type)
             can_read = False
@@ -69,17 +86,18 @@ def granted_permissions(scope_string: str | None) -> Permissions:
             read.add(resource_type)
         if can_write:
             write.add(resource_type)
-    return Permissions(frozenset(read), frozenset(write), frozenset(restricted - read))
+        if not query:
+            actions.update((resource_type, letter) for letter in letters)
+    return Permissions(frozenset(read), frozenset(write), frozenset(restricted - read), frozenset(actions))
 
 
-def _permission(permission: str) -> tuple[bool, bool]:
-    """(read+search, create) for a v1 (`read`/`write`/`*`) or v2 (`cruds` letters) permission."""
+def _letters(permission: str) -> set[str]:
+    """The v2 letters a v1 (`read`/`write`/`*`) or v2 (`cruds` letters) permission grants."""
     if permission in _V1_READ | _V1_WRITE:
-        return permission in _V1_READ, permission in _V1_WRITE
+        return ({"r", "s"} if permission in _V1_READ else set()) | (
+            {"c", "u", "d"} if permission in _V1_WRITE else set())
     letters = set(permission)
-    if letters <= set("cruds"):
-        return {"r", "s"} <= letters, "c" in letters
-    return False, False
+    return letters if letters <= set("cruds") else set()
 
 
 def missing_write(granted: Permissions | str | None) -> list[str]:
@@ -92,3 +110,9 @@ def missing_read(granted: Permissions | str | None) -> list[str]:
     """The READ_TYPES the grant does not let us read and search in full."""
     permissions = granted if isinstance(granted, Permissions) else granted_permissions(granted)
     return [t for t in READ_TYPES if not permissions.reads(t)]
+
+
+def missing_undo(granted: Permissions) -> list[str]:
+    """What the sequential write would need to undo itself but was not granted ("update MedicationRequest")."""
+    return [f"{_VERBS[letter]} {t}" for t, letters in UNDO_NEEDS.items() for letter in letters
+            if not granted.allows(t, letter)]

@@ -7,6 +7,8 @@ must belong to this browser's server-side session. Every POST is checked in one 
 
 from __future__ import annotations
 
+import math
+import re
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -16,25 +18,39 @@ from flask import Blueprint, current_app, g, jsonify, redirect, render_template,
 
 from .. import review as presentation
 from ..clinical.model import Assessment, TitrationRequest
-from ..clinical.titration import build_schedule, describe_step
+from ..clinical.titration import MAX_DOSE_MG, MIN_DOSE_MG, describe_step
 from ..errors import (
     CsrfError,
-    FhirServerError,
     InputError,
     LaunchMismatch,
     SessionExpired,
+    SessionStoreUnavailable,
     SigningNotAllowed,
     WriteRefused,
 )
-from ..fhir.build import REVIEW_WINDOW_DAYS, decision_key, order_key
+from ..fhir.build import REVIEW_WINDOW_DAYS, order_key
+from ..fhir.contract import parse_reference
 from ..fhir.parse import PatientData
 from ..open_servers import OPEN_LAUNCH
-from ..services import SignRequest, assess_data, assessment_to_json, place_order, plan_order, read_patient
+from ..services import (
+    Outcome,
+    SignRequest,
+    assess_data,
+    assessment_to_json,
+    find_order,
+    own_order_keys,
+    own_orders,
+    plan_order,
+    read_patient,
+    sign_order,
+    write_blockers,
+)
 from ..smart import oauth
 from ..smart.blueprint import http, launches
 
 bp = Blueprint("web", __name__)
 WROTE = "ldn_wrote"  # session key: a write happened; later reads bypass server caches
+ORDER_KEY = re.compile(r"^[0-9a-f]{32}$")
 _ORDER_LOCKS = tuple(threading.Lock() for _ in range(64))  # striped: bounded memory, per-decision exclusion
 
 def security_headers(response):
@@ -116,9 +132,48 @@ def _template_helpers():
 
 # --- the form --------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class NumberField:
+    """One numeric input: the HTML form's min/max/step and the server's check come from here."""
+
+    name: str
+    label: str
+    kind: type
+    low: float
+    high: float
+    step: float
+
+    def parse(self, raw: str, problems: list[str]):
+        value = _parse(problems, self.label, raw, self.kind)
+        if value is None:
+            return None
+        if not math.isfinite(value) or not self.low <= value <= self.high:
+            problems.append(f"{self.label}: {raw.strip()} is outside the form's limits ({self.low:g} to "
+                            f"{self.high:g}).")
+            return None
+        if abs(value / self.step - round(value / self.step)) > 1e-9:
+            problems.append(f"{self.label}: {raw.strip()} is not a multiple of {self.step:g}.")
+            return None
+        return value
+
+
+NUMBER_FIELDS = (
+    NumberField("start_dose", "Start dose", float, MIN_DOSE_MG, MAX_DOSE_MG, 0.25),
+    NumberField("step", "Increase per step", float, 0.25, MAX_DOSE_MG - MIN_DOSE_MG, 0.25),
+    NumberField("interval", "Days per step", int, 1, 60, 1),
+    NumberField("target", "Target dose", float, MIN_DOSE_MG, MAX_DOSE_MG, 0.25),
+)
+LIMITS = {f.name: f for f in NUMBER_FIELDS}
+SUPPLY_CHOICES = ("30", "60", "90")
+START_HORIZON_DAYS = 365  # a start further ahead is a typing error (and would outlive the compounded supply)
+TEXT_MAX = 1000  # free-text fields (override reason, attestation note)
+VALUE_MAX = 64  # any other single value (numbers, dates, references)
+MAX_REASONS = 20
+
+
 @dataclass
 class OrderForm:
-    """The clinician's inputs, kept as typed so a rejected form comes back unchanged."""
+    """The clinician's inputs, kept as typed so a rejected form comes back unchanged (oversized values never)."""
 
     start: str = ""
     start_dose: str = "1.5"
@@ -130,37 +185,65 @@ class OrderForm:
     override_reason: str = ""
     attest: bool = False
     attestation: str = ""
+    problems: list[str] = field(default_factory=list)  # values refused on arrival (too long)
 
     @classmethod
     def from_request(cls) -> OrderForm:
-        f = request.form
-        return cls(start=f.get("start", ""), start_dose=f.get("start_dose", ""), step=f.get("step", ""),
-                   interval=f.get("interval", ""), target=f.get("target", ""),
-                   supply_days=f.get("supply_days", ""), reasons=f.getlist("reason"),
-                   override_reason=f.get("override_reason", "").strip(), attest=f.get("attest") == "yes",
-                   attestation=f.get("attestation", "").strip())
+        f, problems = request.form, []
+        values = {name: _bounded(problems, label, f.get(name, ""), limit) for name, label, limit in (
+            ("start", "Start date", VALUE_MAX), ("start_dose", "Start dose", VALUE_MAX),
+            ("step", "Increase per step", VALUE_MAX), ("interval", "Days per step", VALUE_MAX),
+            ("target", "Target dose", VALUE_MAX), ("supply_days", "Supply", VALUE_MAX),
+            ("override_reason", "Reason to proceed", TEXT_MAX), ("attestation", "Attestation note", TEXT_MAX))}
+        reasons = f.getlist("reason")
+        if len(reasons) > MAX_REASONS or any(len(r) > VALUE_MAX for r in reasons):
+            problems.append(f"Reason for the order: at most {MAX_REASONS} conditions may be chosen.")
+            reasons = []
+        return cls(**{k: v.strip() for k, v in values.items()}, reasons=reasons, attest=f.get("attest") == "yes",
+                   problems=problems)
 
     def sign_request(self, requester: str | None) -> SignRequest:
-        problems: list[str] = []
-        start = _parse(problems, "Start date", self.start, date.fromisoformat)
-        values = {name: _parse(problems, label, getattr(self, name), kind) for name, label, kind in (
-            ("start_dose", "Start dose", float), ("step", "Step", float), ("interval", "Interval", int),
-            ("target", "Target dose", float), ("supply_days", "Supply", int))}
+        problems = list(self.problems)
+        start = self._start(problems)
+        values = {f.name: f.parse(getattr(self, f.name), problems) for f in NUMBER_FIELDS}
+        if self.supply_days not in SUPPLY_CHOICES:
+            problems.append(f"Supply: choose {', '.join(SUPPLY_CHOICES)} days.")
         if problems:
             raise InputError(problems)
         attestation = (self.attestation or "Clinician attests the unreadable or unclassified data were checked "
                        "and are not opioid exposure.") if self.attest else None
         titration = TitrationRequest(start=start, start_dose_mg=values["start_dose"], step_mg=values["step"],
                                      interval_days=values["interval"], target_mg=values["target"],
-                                     supply_days=values["supply_days"])
+                                     supply_days=int(self.supply_days))
         return SignRequest(titration=titration, reasons=tuple(self.reasons), requester=requester,
                            override_reason=self.override_reason or None, attestation=attestation)
+
+    def _start(self, problems: list[str]) -> date | None:
+        start = _parse(problems, "Start date", self.start, date.fromisoformat)
+        low, high = start_range()
+        if start is not None and not low <= start <= high:
+            problems.append(f"Start date: {start} is outside {low} to {high}.")
+            return None
+        return start
+
+
+def start_range() -> tuple[date, date]:
+    """The start dates the form accepts: today to a year ahead."""
+    return today(), today() + timedelta(days=START_HORIZON_DAYS)
+
+
+def _bounded(problems: list[str], label: str, raw: str, limit: int) -> str:
+    """The value, or "" (never echoed back) with a problem naming the field when it is too long."""
+    if len(raw) > limit:
+        problems.append(f"{label}: at most {limit} characters (got {len(raw)}).")
+        return ""
+    return raw
 
 
 def _parse(problems: list[str], label: str, raw: str, kind):
     try:
         return kind(raw.strip())
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, OverflowError):
         problems.append(f"{label}: '{raw}' is not a valid {'date' if kind is date.fromisoformat else 'number'}.")
         return None
 
@@ -180,7 +263,8 @@ def _washout() -> int:
     return int(current_app.config.get("WASHOUT_DAYS", 10))
 
 
-def render_review(ctx, data, problems, *, form: OrderForm | None = None, preview=None, errors=(), status=200):
+def render_review(ctx, data, problems, *, form: OrderForm | None = None, preview=None, errors=(), status=200,
+                  outcome=None):
     current = assess_data(data, as_of=today(), washout_days=_washout(), data_problems=problems)
     form = form or default_form(current)
     blocked = signing_blocked(ctx)
@@ -192,14 +276,18 @@ def render_review(ctx, data, problems, *, form: OrderForm | None = None, preview
     page = render_template(
         "review.html", ctx=ctx, patient=data.patient or {}, ehr_warnings=data.warnings, assessment=current,
         form=form, preview=preview, errors=list(errors), blocked=blocked, can_write=not blocked, today=today(),
+        outcome=outcome, own_orders=own_orders(gateway(), data, today()), limits=LIMITS,
+        supply_choices=SUPPLY_CHOICES, start_range=start_range(), text_max=TEXT_MAX,
         **shown)
     return page, status
 
 
 def signing_blocked(ctx: oauth.SmartContext) -> str | None:
-    """Why this launch may not sign (no write grant, no known prescriber), or None."""
-    if ctx.missing_write:
-        return "Signing is disabled: the EHR did not grant write access to " + ", ".join(ctx.missing_write) + "."
+    """Why this launch may not sign (no write grant, no undo on a server without transactions, no known
+    prescriber), or None."""
+    blockers = write_blockers(gateway(), ctx.permissions)
+    if blockers:
+        return "Signing is disabled: " + " ".join(blockers)
     if ctx.prescriber_problem:
         return f"Signing is disabled: {ctx.prescriber_problem}. Signing needs a prescriber identified by the EHR."
     return None
@@ -258,6 +346,7 @@ def _lock_for(key: str) -> threading.Lock:
 
 @bp.post("/sign")
 def sign():
+    """Sign: written -> the confirmation; not written / unknown -> the form again, saying which."""
     ctx = smart_context()
     form = OrderForm.from_request()
     data, problems = _load(ctx)
@@ -266,60 +355,40 @@ def sign():
         return render_review(ctx, data, problems, form=form, status=SigningNotAllowed.status, errors=[blocked])
     try:
         req = form.sign_request(ctx.prescriber)
-        earlier = _already_signed(ctx, req)
-        if earlier:  # a resubmit after success: the order now in the chart would read as a duplicate
-            return redirect(url_for("web.done", key=earlier, lid=ctx.launch_id), code=303)
         plan, bundle = plan_order(data, req, as_of=today(), washout_days=_washout(), data_problems=problems)
     except (InputError, WriteRefused) as err:
         return render_review(ctx, data, problems, form=form, errors=getattr(err, "problems", [err.user_message]),
                              status=err.status)
     key = order_key(plan)
-    with _lock_for(key):  # a double click waits here, then finds the first click's result
-        done = launches().order(ctx.launch_id, key)
-        if done is None:
-            try:
-                result = place_order(gateway(), bundle)
-            except FhirServerError as err:
-                session[WROTE] = True
-                return render_review(ctx, data, problems, form=form, status=err.status, errors=[
-                    err.user_message, *err.diagnostics])
-            session[WROTE] = True
-            launches().save_order(ctx.launch_id, key, _order_summary(plan, result, data))
-    return redirect(url_for("web.done", key=key, lid=ctx.launch_id), code=303)
-
-
-def _already_signed(ctx: oauth.SmartContext, req: SignRequest) -> str | None:
-    """The key of this exact signed decision if this launch already wrote it."""
-    if not req.reasons:
-        return None
-    try:
-        steps = build_schedule(req.titration)
-    except ValueError:
-        return None
-    key = decision_key(ctx.patient, steps, req.titration, req.reasons)
-    return key if launches().order(ctx.launch_id, key) is not None else None
-
-
-def _order_summary(plan, result, data) -> dict:
-    low, high = REVIEW_WINDOW_DAYS
-    start = plan.titration.start
-    return {"refs": result.refs, "patient": plan.patient, "patient_name": patient_name(data.patient or {}),
-            "start": start.isoformat(), "decision": plan.assessment.decision.value,
-            "steps": [{"sequence": s.sequence, "dose": s.dose_mg, "start": s.start.isoformat(),
-                       "end": s.end.isoformat() if s.end else None, "text": describe_step(s, start)}
-                      for s in plan.steps],
-            "review_from": (start + timedelta(days=low)).isoformat(),
-            "review_to": (start + timedelta(days=high)).isoformat(),
-            "supply_days": plan.titration.supply_days}
+    if key in own_order_keys(data):  # a resubmit after success: already in the chart, nothing to send
+        return redirect(url_for("web.done", key=key, lid=ctx.launch_id), code=303)
+    with _lock_for(key):  # a double click waits here; the conditional create makes its resend a no-op
+        outcome = sign_order(gateway(), bundle, ctx.permissions)
+    g.sign_outcome = outcome  # error pages still tell the outcome if the session store fails from here on
+    session[WROTE] = True
+    if outcome.outcome is Outcome.WRITTEN:
+        launches().save_order(ctx.launch_id, key, {"refs": list(outcome.refs)})
+        return redirect(url_for("web.done", key=key, lid=ctx.launch_id), code=303)
+    shown = make_preview(data, problems, form, ctx.prescriber)
+    status = 409 if outcome.outcome is Outcome.NOT_WRITTEN else 502
+    return render_review(ctx, data, problems, form=form, preview=shown, outcome=outcome, status=status)
 
 
 @bp.get("/done/<key>")
 def done(key: str):
+    """The confirmation, rebuilt from the EHR by the order key (the launch only adds the refs it saw confirmed)."""
     ctx = smart_context()
-    order = launches().order(ctx.launch_id, key)
+    order = find_order(gateway(), key) if ORDER_KEY.match(key) else None
     if order is None or order["patient"] != ctx.patient:  # never show another launch's patient
-        raise InputError("No order with that reference in this launch.")
-    return render_template("done.html", order=order, ctx=ctx)
+        raise InputError("No order with that reference for this patient.")
+    patient = gateway().read("Patient", ctx.patient)
+    try:
+        saved = launches().order(ctx.launch_id, key) or {}
+    except SessionStoreUnavailable:
+        saved = {}
+    confirmed = {parse_reference(r).resource_type: r for r in saved.get("refs", ())}
+    order["refs"] = {**confirmed, **order["refs"]}  # the server's MedicationRequest wins
+    return render_template("done.html", order=order, patient=patient, ctx=ctx)
 
 
 @bp.get("/api/assessment")
