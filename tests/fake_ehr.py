@@ -25,6 +25,7 @@ class FakeEhr:
 
     def __init__(self):
         self.written: list[tuple[str, str]] = []  # (patient id, "Type/id") per created resource
+        self.stored: dict[str, dict] = {}  # "Type/id" -> the created resource (read back by /done)
         self.gateways: list[FakeGateway] = []
         self._ids = count(1)
 
@@ -57,6 +58,16 @@ class FakeGateway:
         medications = {f"Medication/{m['id']}": m for m in by_type.pop("Medication", [])}
         return PatientRecord(entries[0], by_type, medications)
 
+    def search(self, resource_type: str, params: dict) -> list[dict]:
+        """Only the app's own lookup: by identifier (system|value)."""
+        system, value = params["identifier"].split("|")
+        return [r for ref, r in self.ehr.stored.items() if ref.startswith(resource_type + "/")
+                and {"system": system, "value": value} in r.get("identifier", [])]
+
+    def read(self, resource_type: str, resource_id: str) -> dict:
+        assert resource_type == "Patient"
+        return load_sample(resource_id)["entry"][0]["resource"]
+
     def transaction(self, bundle: dict) -> dict:
         self.token_provider()
         subjects = [e["resource"]["subject"]["reference"] for e in bundle["entry"] if "subject" in e["resource"]]
@@ -65,6 +76,7 @@ class FakeGateway:
         for entry in bundle["entry"]:
             ref = f"{entry['resource']['resourceType']}/{next(self.ehr._ids)}"
             self.ehr.written.append((owner, ref))
+            self.ehr.stored[ref] = {**entry["resource"], "id": ref.split("/")[1]}
             response.append({"response": {"status": "201 Created", "location": f"{ref}/_history/1"}})
         return {"resourceType": "Bundle", "type": "transaction-response", "entry": response}
 
