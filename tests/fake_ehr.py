@@ -55,6 +55,8 @@ class FakeGateway:
             "MedicationStatement", "MedicationRequest", "MedicationDispense", "Condition")}
         for resource in entries[1:]:
             by_type.setdefault(resource["resourceType"], []).append(resource)
+        by_type["MedicationRequest"] += [r for ref, r in self.ehr.stored.items() if ref.startswith("MedicationRequest/")
+                                         and r["subject"]["reference"] == f"Patient/{patient_id}"]
         medications = {f"Medication/{m['id']}": m for m in by_type.pop("Medication", [])}
         return PatientRecord(entries[0], by_type, medications)
 

@@ -244,7 +244,7 @@ def _parse(problems: list[str], label: str, raw: str, kind):
     try:
         return kind(raw.strip())
     except (ValueError, AttributeError, OverflowError):
-        problems.append(f"{label}: '{raw}' is not a valid {'date' if kind is date.fromisoformat else 'number'}.")
+        problems.append(f"{label}: '{raw}' is not a valid {'number' if kind in (int, float) else 'date'}.")
         return None
 
 
