@@ -574,7 +574,9 @@ def _sort_entry(entry: object, searched: str, includes: frozenset[str], result: 
     if search is not None and not isinstance(search, dict):
         return f"its search element is {_json_type(search)}, not an object"
     kind = resource.get("resourceType")
-    name = f"{kind}/{resource.get('id')}" if isinstance(kind, str) else "a resource without a resourceType"
+    if not isinstance(kind, str):  # (found by tests/test_fuzz.py: a list here was a TypeError)
+        return f"its resourceType is {_json_type(kind)}, not a string"
+    name = f"{kind}/{resource.get('id')}"
     mode = (search or {}).get("mode") or _implied_mode(kind, searched, includes)
     if mode == "match" and kind == searched:
         result.matches.append(resource)
