@@ -1,4 +1,4 @@
-"""Bounded form input (issue 7 item 7, issue 16 item 8) and the app's own earlier order (issue 7 item 4), in-process."""
+"""In-process web tests: bounded form input, the app's own earlier order, undo scopes (issue 7 items 4, 5, 7)."""
 
 from __future__ import annotations
 
@@ -110,3 +110,16 @@ def test_naltrexone_written_by_anyone_else_stays_an_r5_duplicate(app, client, eh
     lid = launch(app, client, "ldn-naltrexone-50")
     text = client.get("/", query_string={"lid": lid}).get_data(as_text=True)
     assert re.search(r'id="decision">contraindicated<', text) and "earlier LDN order" not in text
+
+
+def test_on_a_server_without_transactions_a_grant_without_the_undo_scopes_disables_signing_with_the_reason(
+        app, client, ehr, monkeypatch):
+    from fake_ehr import FakeGateway
+
+    monkeypatch.setattr(FakeGateway, "supports_transaction", lambda self: False)
+    lid = launch(app, client, PATIENT)  # fake_ehr's FULL_SCOPE grants create only
+    text = client.get("/", query_string={"lid": lid}).get_data(as_text=True)
+    reason = re.search(r'id="signing-disabled">([^<]*)<', text).group(1)
+    assert "does not support transactions" in reason and "delete Provenance" in reason
+    forged = client.post("/sign", data=MultiDict(form_fields(text, "plan-form")))
+    assert forged.status_code == 403 and ehr.written == []
