@@ -91,6 +91,7 @@ class SignRequest:
     requester: str | None = None
     override_reason: str | None = None
     attestation: str | None = None
+    baseline_pain: int | None = None  # 0-10 NRS, written as an Observation the CarePlan refers to
 
 
 def plan_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days: int = WASHOUT_DEFAULT,
@@ -114,7 +115,8 @@ def plan_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days
     check_signable(assessment, req)
     plan = OrderPlan(patient=data.patient_id, assessment=assessment, titration=req.titration, steps=steps,
                      reasons=assessment.reasons, requester=req.requester, authored_on=as_of,
-                     override_reason=req.override_reason, attestation=req.attestation)
+                     override_reason=req.override_reason, attestation=req.attestation,
+                     baseline_pain=req.baseline_pain)
     return plan, transaction_bundle(plan, recorded or datetime.now().astimezone())
 
 

@@ -237,3 +237,4 @@ class OrderPlan:
     authored_on: date
     override_reason: str | None = None  # required for not-recommended
     attestation: str | None = None  # required for cannot-determine
+    baseline_pain: int | None = None  # 0-10 NRS at the start (R6), written as an Observation

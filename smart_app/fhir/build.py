@@ -12,6 +12,7 @@ import json
 import uuid
 from datetime import date, datetime, timedelta
 
+from ..clinical.follow_up import REVIEW_WINDOW_DAYS
 from ..clinical.model import OWN_ORDER_SYSTEM, OrderPlan, TitrationStep
 from ..clinical.terminology import CANONICAL_BASE, RXNORM, SNOMED, UCUM
 from ..clinical.titration import describe_step
@@ -22,7 +23,11 @@ ORDER_TAG_SYSTEM = CANONICAL_BASE + "/CodeSystem/ldn-order-key"
 PROFILE_MEDICATION_REQUEST = CANONICAL_BASE + "/StructureDefinition/ldn-medicationrequest"
 PROFILE_CAREPLAN = CANONICAL_BASE + "/StructureDefinition/ldn-careplan"
 CAREPLAN_ACTIVITY_SYSTEM = CANONICAL_BASE + "/CodeSystem/ldn-careplan-activity"
-REVIEW_WINDOW_DAYS = (56, 84)  # 8-12 weeks (R6; 001)
+OBSERVATION_IDENTIFIER_SYSTEM = CANONICAL_BASE + "/identifier/ldn-observation"
+PROFILE_PAIN_OBSERVATION = CANONICAL_BASE + "/StructureDefinition/ldn-pain-score"
+LOINC = "http://loinc.org"
+PAIN_NRS = {"system": LOINC, "code": "72514-3",
+            "display": "Pain severity - 0-10 verbal numeric rating [Score] - Reported"}
 PHARMACY_NOTE = (
     "Compounded low-dose naltrexone: commercial naltrexone tablets are 50 mg, so LDN must be compounded "
     "(capsules or liquid). Oral; potency up to one year at room temperature away from light (R1; 000, 001, 002)."
@@ -126,10 +131,29 @@ def _activity(code: str, text: str, status: str, start: date, end: date | None, 
                        "description": description}}
 
 
-def care_plan(plan: OrderPlan, key: str, mr_urn: str) -> dict:
+def pain_observation(patient: str, score: int, when: datetime, performer: str | None, key: str,
+                     kind: str) -> dict:
+    """A 0-10 NRS pain score (LOINC 72514-3); `kind` (baseline, review) and `key` make its identifier."""
+    return {
+        "resourceType": "Observation",
+        "meta": {"profile": [PROFILE_PAIN_OBSERVATION], "tag": [{"system": ORDER_TAG_SYSTEM, "code": key}]},
+        "identifier": [{"system": OBSERVATION_IDENTIFIER_SYSTEM, "value": f"{key}-{kind}"}],
+        "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": "survey", "display": "Survey"}]}],
+        "code": {"coding": [PAIN_NRS], "text": f"Pain score, 0-10 ({kind})"},
+        "subject": {"reference": f"Patient/{patient}"},
+        "effectiveDateTime": when.isoformat(),
+        "performer": [_ref(performer, "Prescriber not identified")],
+        "valueInteger": score,
+    }
+
+
+def care_plan(plan: OrderPlan, key: str, mr_urn: str, baseline_urn: str | None = None) -> dict:
     start = plan.titration.start
     low, high = REVIEW_WINDOW_DAYS
-    return {
+    supporting = [{"reference": baseline_urn, "display": "Baseline pain score (0-10)"}] if baseline_urn else None
+    return _without_none({
         "resourceType": "CarePlan",
         "meta": {"profile": [PROFILE_CAREPLAN], "tag": [{"system": ORDER_TAG_SYSTEM, "code": key}]},
         "identifier": [{"system": ORDER_IDENTIFIER_SYSTEM, "value": key}],
@@ -160,7 +184,12 @@ def care_plan(plan: OrderPlan, key: str, mr_urn: str) -> dict:
                       "Hold LDN 2-3 days before elective procedures needing opioids; stop before any procedure "
                       "needing opioid analgesia; avoid alcohol (R5; 001, 003, 004).", kind="Task"),
         ],
-    }
+        "supportingInfo": supporting,
+    })
+
+
+def _without_none(resource: dict) -> dict:
+    return {k: v for k, v in resource.items() if v is not None}
 
 
 def provenance(plan: OrderPlan, key: str, targets: list[str], recorded: datetime) -> dict:
@@ -193,15 +222,31 @@ def transaction_bundle(plan: OrderPlan, recorded: datetime) -> dict:
     key = order_key(plan)
     mr_urn, cp_urn, pv_urn = _urn(key, "mr"), _urn(key, "cp"), _urn(key, "pv")
     by_identifier = f"identifier={ORDER_IDENTIFIER_SYSTEM}|{key}"
+    baseline = _baseline_entry(plan, key, recorded)
     resources = [
         (mr_urn, medication_request(plan, key), "MedicationRequest", by_identifier),
-        (cp_urn, care_plan(plan, key, mr_urn), "CarePlan", by_identifier),
-        (pv_urn, provenance(plan, key, [mr_urn, cp_urn], recorded), "Provenance", f"_tag={ORDER_TAG_SYSTEM}|{key}"),
+        (cp_urn, care_plan(plan, key, mr_urn, baseline[0] if baseline else None), "CarePlan", by_identifier),
+        *([baseline] if baseline else []),
+        (pv_urn, provenance(plan, key, [mr_urn, cp_urn, *([baseline[0]] if baseline else [])], recorded),
+         "Provenance", f"_tag={ORDER_TAG_SYSTEM}|{key}"),
     ]
-    bundle = {"resourceType": "Bundle", "type": "transaction",
-              "entry": [_entry(u, r, t, c) for u, r, t, c in resources]}
-    for _, resource, _, _ in resources:
-        validate_r4(resource)
+    return validated_bundle([_entry(u, r, t, c) for u, r, t, c in resources])
+
+
+def _baseline_entry(plan: OrderPlan, key: str, recorded: datetime) -> tuple | None:
+    """The baseline pain score's transaction entry, when the clinician gave one."""
+    if plan.baseline_pain is None:
+        return None
+    urn = _urn(key, "baseline")
+    obs = pain_observation(plan.patient, plan.baseline_pain, recorded, plan.requester, key, "baseline")
+    return urn, obs, "Observation", f"identifier={OBSERVATION_IDENTIFIER_SYSTEM}|{key}-baseline"
+
+
+def validated_bundle(entries: list[dict]) -> dict:
+    """A transaction Bundle of `entries`, each resource and the Bundle validated against R4."""
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    for entry in entries:
+        validate_r4(entry["resource"])
     validate_r4(bundle)
     return bundle
 

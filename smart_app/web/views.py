@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, session, url_for
 
 from .. import review as presentation
+from ..clinical.follow_up import pain_score
 from ..clinical.model import Assessment, TitrationRequest
 from ..clinical.titration import MAX_DOSE_MG, MIN_DOSE_MG, describe_step
 from ..errors import (
@@ -185,6 +186,7 @@ class OrderForm:
     override_reason: str = ""
     attest: bool = False
     attestation: str = ""
+    baseline_pain: str = ""
     problems: list[str] = field(default_factory=list)  # values refused on arrival (too long)
 
     @classmethod
@@ -194,6 +196,7 @@ class OrderForm:
             ("start", "Start date", VALUE_MAX), ("start_dose", "Start dose", VALUE_MAX),
             ("step", "Increase per step", VALUE_MAX), ("interval", "Days per step", VALUE_MAX),
             ("target", "Target dose", VALUE_MAX), ("supply_days", "Supply", VALUE_MAX),
+            ("baseline_pain", "Baseline pain score", VALUE_MAX),
             ("override_reason", "Reason to proceed", TEXT_MAX), ("attestation", "Attestation note", TEXT_MAX))}
         reasons = f.getlist("reason")
         if len(reasons) > MAX_REASONS or any(len(r) > VALUE_MAX for r in reasons):
@@ -208,6 +211,8 @@ class OrderForm:
         values = {f.name: f.parse(getattr(self, f.name), problems) for f in NUMBER_FIELDS}
         if self.supply_days not in SUPPLY_CHOICES:
             problems.append(f"Supply: choose {', '.join(SUPPLY_CHOICES)} days.")
+        baseline, problem = pain_score(self.baseline_pain, "Baseline pain score")
+        problems += [problem] if problem else []
         if problems:
             raise InputError(problems)
         attestation = (self.attestation or "Clinician attests the unreadable or unclassified data were checked "
@@ -216,7 +221,8 @@ class OrderForm:
                                      interval_days=values["interval"], target_mg=values["target"],
                                      supply_days=int(self.supply_days))
         return SignRequest(titration=titration, reasons=tuple(self.reasons), requester=requester,
-                           override_reason=self.override_reason or None, attestation=attestation)
+                           override_reason=self.override_reason or None, attestation=attestation,
+                           baseline_pain=baseline)
 
     def _start(self, problems: list[str]) -> date | None:
         start = _parse(problems, "Start date", self.start, date.fromisoformat)
