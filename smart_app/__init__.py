@@ -25,7 +25,7 @@ def create_app(config: dict | None = None) -> Flask:
     from .cds import blueprint as cds
     from .fhir.gateway import GatewayFactory
     from .smart import blueprint as smart
-    from .web import health, open_server, views
+    from .web import follow_up, health, open_server, views
 
     smart.init_app(app)
     app.extensions["gateway_factory"] = factory = GatewayFactory(app.config)  # (config, iss, token_provider)
@@ -33,6 +33,7 @@ def create_app(config: dict | None = None) -> Flask:
     cds.init_app(app)
     app.register_blueprint(smart.bp)
     app.register_blueprint(views.bp)
+    app.register_blueprint(follow_up.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(cds.bp)
     app.register_blueprint(open_server.bp)

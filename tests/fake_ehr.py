@@ -61,12 +61,17 @@ class FakeGateway:
         return PatientRecord(entries[0], by_type, medications)
 
     def search(self, resource_type: str, params: dict) -> list[dict]:
-        """Only the app's own lookup: by identifier (system|value)."""
-        system, value = params["identifier"].split("|")
+        """The app's own lookups: by identifier (system|value), or a patient's (CarePlan, the follow-up)."""
+        if "identifier" in params:
+            system, value = params["identifier"].split("|")
+            return [r for ref, r in self.ehr.stored.items() if ref.startswith(resource_type + "/")
+                    and {"system": system, "value": value} in r.get("identifier", [])]
         return [r for ref, r in self.ehr.stored.items() if ref.startswith(resource_type + "/")
-                and {"system": system, "value": value} in r.get("identifier", [])]
+                and r.get("subject", {}).get("reference") == f"Patient/{params['patient']}"]
 
     def read(self, resource_type: str, resource_id: str) -> dict:
+        if f"{resource_type}/{resource_id}" in self.ehr.stored:
+            return self.ehr.stored[f"{resource_type}/{resource_id}"]
         assert resource_type == "Patient"
         return load_sample(resource_id)["entry"][0]["resource"]
 
