@@ -199,7 +199,7 @@ def test_washout_defaults_start_to_earliest_safe_date(driver, own_sandbox):
 
 def test_no_token_reaches_the_browser(driver, own_sandbox):
     sandbox = own_sandbox
-    ehr_launch(driver, sandbox, "ldn-fibromyalgia")
+    ehr_launch(driver, sandbox, "ldn-low-back-pain")  # not a patient signed above: that one opens on its follow-up
     review_url = driver.current_url
     seen = [driver.current_url, driver.page_source]
     preview(driver)

@@ -7,6 +7,8 @@ import pytest
 
 from smart_app.fhir.contract import (
     DELETED_TYPES,
+    FOLLOW_UP_READ_TYPES,
+    FOLLOW_UP_UPDATED_TYPES,
     READ_TYPES,
     SEARCHED_TYPES,
     UPDATED_TYPES,
@@ -28,11 +30,11 @@ def _interactions() -> dict[str, set[str]]:
 
 def test_every_type_the_app_reads_is_declared_readable_in_the_capability_statement():
     declared = {t for t, codes in _interactions().items() if codes & {"read", "search-type"}}
-    assert set(READ_TYPES) | UPDATED_TYPES == declared
+    assert set(READ_TYPES) | UPDATED_TYPES | set(FOLLOW_UP_READ_TYPES) == declared
 
 
 def test_only_the_draft_order_the_app_activates_is_declared_updatable():
-    assert {t for t, codes in _interactions().items() if "update" in codes} == UPDATED_TYPES
+    assert {t for t, codes in _interactions().items() if "update" in codes} == UPDATED_TYPES | FOLLOW_UP_UPDATED_TYPES
 
 
 def test_only_the_types_a_failed_sequential_write_undoes_are_declared_deletable():

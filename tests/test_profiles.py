@@ -182,14 +182,14 @@ def test_capability_statement_is_a_valid_r4_client_requirements_statement():
 def test_capability_statement_lists_exactly_the_reads_and_conditional_creates_the_app_uses():
     resources = {r["type"]: r for r in capability()["rest"][0]["resource"]}
     assert set(resources) == {"Patient", "Condition", "MedicationRequest", "MedicationStatement",
-                              "MedicationDispense", "Medication", "CarePlan", "Provenance"}
+                              "MedicationDispense", "Medication", "CarePlan", "Provenance", "Observation"}
     for t in ("Condition", "MedicationStatement", "MedicationDispense"):
         assert {p["name"] for p in resources[t]["searchParam"]} == {"patient", "_count"}
     assert {p["name"] for p in resources["MedicationRequest"]["searchParam"]} == {"patient", "_count", "identifier"}
     for t in ("MedicationRequest", "MedicationStatement", "MedicationDispense"):
         assert resources[t]["searchInclude"] == [f"{t}:medication"]
     assert {p["name"] for p in resources["Medication"]["searchParam"]} == {"_id", "_count"}
-    for t in ("MedicationRequest", "CarePlan", "Provenance"):
+    for t in ("MedicationRequest", "CarePlan", "Provenance", "Observation"):
         assert resources[t]["conditionalCreate"] is True
         assert "create" in [i["code"] for i in resources[t]["interaction"]]
     assert resources["MedicationRequest"]["supportedProfile"] == [PROFILE_MEDICATION_REQUEST]

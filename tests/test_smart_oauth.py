@@ -120,7 +120,8 @@ def test_requested_scopes_are_exactly_the_minimal_set():
     reads = {f"patient/{t}.rs" for t in ("Patient", "Condition", "MedicationRequest", "MedicationStatement",
                                          "MedicationDispense", "Medication")}
     writes = {"patient/MedicationRequest.cud", "patient/CarePlan.cd", "patient/Provenance.cd"}  # undo: no transaction
-    assert scope == reads | writes | {"launch", "openid", "fhirUser", "online_access"}
+    follow_up = {"patient/CarePlan.rus", "patient/Observation.crd", "patient/Provenance.s"}
+    assert scope == reads | writes | follow_up | {"launch", "openid", "fhirUser", "online_access"}
 
 
 def test_granted_v1_and_v2_scopes_and_wildcards_are_understood():

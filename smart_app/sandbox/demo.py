@@ -37,7 +37,9 @@ READ_SCOPES = " ".join(
 WRITE_SCOPES = ("patient/*.cruds patient/*.write patient/*.* patient/MedicationRequest.c "
                 "patient/MedicationRequest.cu patient/MedicationRequest.write patient/CarePlan.c "
                 "patient/CarePlan.cu patient/CarePlan.write patient/Provenance.c patient/Provenance.write "
-                "patient/MedicationRequest.cud patient/CarePlan.cd patient/Provenance.cd")
+                "patient/MedicationRequest.cud patient/CarePlan.cd patient/Provenance.cd "
+                "patient/CarePlan.rus patient/Observation.crd patient/Provenance.s "
+                "patient/CarePlan.read patient/Observation.read patient/Observation.write patient/Provenance.read")
 USER_SCOPES = "user/*.rs user/*.read user/Practitioner.rs user/Practitioner.read"
 CONTEXT_SCOPES = "launch launch/patient openid fhirUser online_access"
 

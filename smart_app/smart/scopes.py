@@ -23,6 +23,12 @@ WRITE_TYPES: tuple[str, ...] = ("MedicationRequest", "CarePlan", "Provenance")
 UNDO_NEEDS: dict[str, str] = {t: ("u" if t in UPDATED_TYPES else "") + ("d" if t in DELETED_TYPES else "")
                               for t in WRITE_TYPES}
 _VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+# The follow-up (issue 12): read back our own CarePlan/baseline/review record, write the review (pain score,
+# CarePlan and order updates). Not READ_TYPES: the assessment does not depend on them, so not granting them
+# never makes it "cannot determine"; without them the follow-up is not offered.
+FOLLOW_UP_SCOPES = {True: ("patient/CarePlan.rus", "patient/Observation.crd", "patient/Provenance.s"),
+                    False: ("patient/CarePlan.read", "patient/Observation.read", "patient/Observation.write",
+                            "patient/Provenance.read")}
 IDENTITY_SCOPES: tuple[str, ...] = ("openid", "fhirUser")
 EHR_LAUNCH, STANDALONE_LAUNCH = "ehr", "standalone"
 
@@ -63,7 +69,7 @@ def requested_scopes(capabilities: Iterable[str], launch_mode: str) -> str:
         clinical = [f"patient/{t}.rs" for t in READ_TYPES] + writes
     else:  # v1 .write already covers update and delete
         clinical = [f"patient/{t}.read" for t in READ_TYPES] + [f"patient/{t}.write" for t in WRITE_TYPES]
-    return " ".join([context, *IDENTITY_SCOPES, "online_access", *clinical])
+    return " ".join([context, *IDENTITY_SCOPES, "online_access", *clinical, *FOLLOW_UP_SCOPES[v2]])
 
 
 def granted_permissions(scope_string: str | None) -> Permissions:
