@@ -141,11 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional_commands(sub) -> None:
     """Commands whose modules live elsewhere (validator, web app, sandbox)."""
-    from . import cli_extra, cli_server, serve
+    from . import cli_due, cli_extra, cli_server, serve
 
     serve.add_commands(sub)
     cli_extra.register(sub)
     cli_server.register(sub)
+    cli_due.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,16 @@ import logging
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from .clinical.follow_up import PlanStep, Review, Standing, opioid_alerts, review_problems, standing
+from .clinical.follow_up import (
+    PlanStep,
+    Review,
+    Standing,
+    is_due_within,
+    opioid_alerts,
+    review_problems,
+    standing,
+    window_state,
+)
 from .clinical.model import Assessment, Finding, MedClass, OrderPlan, TitrationRequest
 from .clinical.titration import build_schedule
 from .errors import AppError, FhirServerError, InputError, WriteRefused
@@ -252,3 +261,38 @@ def record_review(gateway, patient_id: str, review: Review, assessment: Assessme
 def _written_ref(sent: dict, got: dict) -> str:
     ref = parse_reference((got.get("response") or {}).get("location"))
     return ref.local if ref and ref.local else sent["request"]["url"]
+
+
+@dataclass(frozen=True)
+class DueReview:
+    """One patient whose LDN efficacy review is open, overdue, or opens soon (`ldn-app due`)."""
+
+    patient: str
+    care_plan: str
+    start: date | None
+    review: tuple[date, date]
+    window: str
+
+    def to_json(self) -> dict:
+        return {"patient": self.patient, "care_plan": self.care_plan, "start": _iso(self.start),
+                "review_from": self.review[0].isoformat(), "review_to": self.review[1].isoformat(),
+                "window": self.window}
+
+
+def _iso(d: date | None) -> str | None:
+    return d.isoformat() if d else None
+
+
+def due_reviews(gateway, *, as_of: date, within: int = 0) -> list[DueReview]:
+    """Every active LDN plan this app wrote whose review is open or overdue on `as_of`, or opens within
+    `within` days, from one CarePlan search (all pages), earliest window first."""
+    found = gateway.search("CarePlan", {"identifier": f"{ORDER_IDENTIFIER_SYSTEM}|", "status": "active"})
+    rows = []
+    for cp in found:
+        review = open_review(cp)
+        subject = reference_of(cp.get("subject"))
+        if own_key(cp) and cp.get("status") == "active" and subject and is_due_within(review, as_of, within):
+            rows.append(DueReview(subject.local, f"CarePlan/{cp.get('id')}",
+                                  _date((cp.get("period") or {}).get("start")), review,
+                                  window_state(review, as_of).value))
+    return sorted(rows, key=lambda r: (r.review, r.patient))

@@ -12,6 +12,7 @@ from smart_app.clinical.model import TitrationRequest
 from smart_app.errors import InputError
 from smart_app.fhir.gateway import FhirGateway
 from smart_app.fhir.load import load_bundles
+from smart_app.fhir.validate import validate
 from smart_app.follow_up import find_written_plan, follow_up, record_review
 from smart_app.samples import SAMPLE_AS_OF, load_sample
 from smart_app.services import SignRequest, assess_data, place_order, plan_order, read_patient
@@ -181,6 +182,9 @@ def test_continue_replaces_the_titration_order_with_a_maintenance_order_and_comp
     assert again.earlier and again.key == outcome.key
     assert len(ours(search(server, "MedicationRequest", patient="ldn-fibromyalgia"))) == 2
     assert len(pain_observations(server, "ldn-fibromyalgia")) == 2  # baseline + review, once each
+    written = [plan, maintenance, review_obs, *pain_observations(server, "ldn-fibromyalgia"), provenance]
+    assert [f"{r['resourceType']}: {p}" for r in written for p in validate(r)] == []
+    assert validate({**review_obs, "valueInteger": 11}) != []  # the profile is applied to what was written
     assert find_written_plan(gateway(server), "ldn-fibromyalgia").review is None  # nothing left to review
 
 
@@ -193,6 +197,7 @@ def test_stop_stops_the_order_and_completes_the_care_plan_with_the_reason(server
     [plan] = ours(search(server, "CarePlan", patient="ldn-crps"))
     assert plan["status"] == "completed" and plan["period"]["end"] == "2026-03-20"
     assert "No benefit after 9 weeks" in plan["note"][-1]["text"]
+    assert [str(p) for p in validate(plan)] == [] and [str(p) for p in validate(order)] == []
     assert find_written_plan(gateway(server), "ldn-crps") is None
 
 

@@ -14,7 +14,7 @@ from fhir_profiles.examples import generate
 from smart_app.cli import main
 from smart_app.clinical.model import TitrationRequest
 from smart_app.errors import InputError, WriteRefused
-from smart_app.fhir.build import PROFILE_CAREPLAN, PROFILE_MEDICATION_REQUEST
+from smart_app.fhir.build import PROFILE_CAREPLAN, PROFILE_MEDICATION_REQUEST, PROFILE_PAIN_OBSERVATION
 from smart_app.fhir.models import element_exists, r4_problems
 from smart_app.fhir.parse import patients_from_bundle
 from smart_app.fhir.validate import PYTHON_CHECKS, load_profiles, profile_for, resolver_for, validate, valueset_ids
@@ -94,7 +94,7 @@ PROFILES = sorted(load_profiles().values(), key=lambda sd: sd["id"])
 
 
 def test_the_profiles_are_the_ones_the_builder_claims_in_meta_profile():
-    assert set(load_profiles()) == {PROFILE_MEDICATION_REQUEST, PROFILE_CAREPLAN}
+    assert set(load_profiles()) == {PROFILE_MEDICATION_REQUEST, PROFILE_CAREPLAN, PROFILE_PAIN_OBSERVATION}
 
 
 @pytest.mark.parametrize("sd", PROFILES, ids=lambda sd: sd["id"])
@@ -125,7 +125,7 @@ def test_element_exists_rejects_paths_that_are_not_in_r4():
 @pytest.mark.parametrize("sd", PROFILES, ids=lambda sd: sd["id"])
 def test_every_invariant_is_an_error_with_human_text_and_fhirpath_that_compiles_or_a_named_python_check(sd):
     constraints = [c for e in sd["differential"]["element"] for c in e.get("constraint", [])]
-    prefix = {"MedicationRequest": "ldn-mr-", "CarePlan": "ldn-cp-"}[sd["type"]]
+    prefix = {"MedicationRequest": "ldn-mr-", "CarePlan": "ldn-cp-", "Observation": "ldn-ps-"}[sd["type"]]
     assert len({c["key"] for c in constraints}) == len(constraints)
     for c in constraints:
         assert c["key"].startswith(prefix) and c["severity"] == "error" and c["human"]
@@ -325,12 +325,31 @@ BROKEN = [
      "ldn-cp-4"),
     ("missing side-effect check activity", "CarePlan", without_activity("side-effect-check"), "CarePlan", "ldn-cp-5"),
     ("missing surgery-hold activity", "CarePlan", without_activity("procedure-hold"), "CarePlan", "ldn-cp-6"),
+    ("completed review without its outcome", "reviewed CarePlan", lambda r: r["activity"][1].pop(
+        "outcomeCodeableConcept"), "CarePlan", "ldn-cp-8"),
+    ("review outcome without a decision", "reviewed CarePlan", lambda r: r["activity"][1].update(
+        outcomeCodeableConcept=r["activity"][1]["outcomeCodeableConcept"][:1]), "CarePlan", "ldn-cp-8"),
+    ("plan completed by a stop without the reason", "reviewed CarePlan", lambda r: r.update(status="completed") or [
+        c["coding"][0].update(code="stop") for c in r["activity"][1]["outcomeCodeableConcept"]
+        if c["coding"][0]["code"] == "continue"], "CarePlan", "ldn-cp-9"),
+    ("pain score of another LOINC code", "Observation", lambda r: r["code"]["coding"][0].update(code="38208-5"),
+     "Observation", "ldn-ps-1"),
+    ("pain score 11", "Observation", lambda r: r.update(valueInteger=11), "Observation", "ldn-ps-2"),
+    ("pain score as text", "Observation", lambda r: r.pop("valueInteger") and r.update(valueString="7"),
+     "Observation", "ldn-ps-2"),
+    ("pain score without our identifier", "Observation", lambda r: r["identifier"][0].update(system="urn:x"),
+     "Observation", "ldn-ps-3"),
+    ("pain score without a date", "Observation", lambda r: r.pop("effectiveDateTime"), "Observation.effective[x]",
+     "cardinality"),
 ]
+EXAMPLES_BY_NAME = {p.name: json.loads(p.read_text(encoding="utf-8")) for p in EXAMPLES}
+BROKEN_BASES = {**entries(GOOD), "Observation": EXAMPLES_BY_NAME["Observation-ldn-pain-score-example.json"],
+                "reviewed CarePlan": EXAMPLES_BY_NAME["CarePlan-ldn-reviewed-example.json"]}
 
 
 @pytest.mark.parametrize(("name", "rtype", "mutate", "path", "rule"), BROKEN, ids=[b[0] for b in BROKEN])
 def test_a_broken_instance_is_rejected_with_a_message_naming_the_element(name, rtype, mutate, path, rule):
-    resource = copy.deepcopy(entries(GOOD)[rtype])
+    resource = copy.deepcopy(BROKEN_BASES[rtype])
     mutate(resource)
     found = validate(resource, {**RECORD, "Condition/htn": HYPERTENSION})
     assert any(p.rule == rule and p.path == path for p in found), [str(p) for p in found]
