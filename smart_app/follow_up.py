@@ -19,6 +19,8 @@ from .clinical.follow_up import (
     window_state,
 )
 from .clinical.model import Assessment, Finding, MedClass, OrderPlan, TitrationRequest
+from .clinical.opioids import classify
+from .clinical.terminology import default_terminology
 from .clinical.titration import build_schedule
 from .errors import AppError, FhirServerError, InputError, WriteRefused
 from .fhir.build import ORDER_IDENTIFIER_SYSTEM, ORDER_TAG_SYSTEM, PAIN_NRS
@@ -77,6 +79,14 @@ def active_care_plans(gateway, patient_id: str) -> list[dict]:
     found = gateway.search("CarePlan", {"patient": patient_id, "status": "active"})
     ours = [cp for cp in found if own_key(cp) and cp.get("status") == "active"]
     return sorted(ours, key=lambda cp: (cp.get("period") or {}).get("start") or "", reverse=True)
+
+
+def may_have_written_plan(data: PatientData) -> bool:
+    """Whether the record holds an active naltrexone order, the only case in which the app looks for its own
+    plan (so a launch for any other patient costs no extra request)."""
+    terminology = default_terminology()
+    return any(m.resource_type == "MedicationRequest" and m.status == "active"
+               and classify(m, terminology).category is MedClass.NALTREXONE for m in data.medications)
 
 
 def find_written_plan(gateway, patient_id: str) -> WrittenPlan | None:

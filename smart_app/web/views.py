@@ -32,7 +32,7 @@ from ..errors import (
 from ..fhir.build import REVIEW_WINDOW_DAYS, order_key
 from ..fhir.contract import parse_reference
 from ..fhir.parse import PatientData
-from ..follow_up import find_written_plan
+from ..follow_up import find_written_plan, may_have_written_plan
 from ..open_servers import OPEN_LAUNCH
 from ..services import (
     Outcome,
@@ -303,9 +303,9 @@ def signing_blocked(ctx: oauth.SmartContext) -> str | None:
 @bp.get("/")
 def review():
     ctx = smart_context()
-    if not request.args.get("assess") and find_written_plan(gateway(), ctx.patient):  # issue 12: the follow-up
-        return redirect(url_for("follow_up.show", lid=ctx.launch_id), code=303)
     data, problems = _load(ctx)
+    if not request.args.get("assess") and may_have_written_plan(data) and find_written_plan(gateway(), ctx.patient):
+        return redirect(url_for("follow_up.show", lid=ctx.launch_id), code=303)  # issue 12: the follow-up
     return render_review(ctx, data, problems)
 
 
