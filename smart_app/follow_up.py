@@ -19,14 +19,13 @@ from .clinical.follow_up import (
     window_state,
 )
 from .clinical.model import Assessment, Finding, MedClass, OrderPlan, TitrationRequest
-from .clinical.opioids import classify
-from .clinical.terminology import default_terminology
 from .clinical.titration import build_schedule
 from .errors import AppError, FhirServerError, InputError, WriteRefused
-from .fhir.build import ORDER_IDENTIFIER_SYSTEM, ORDER_TAG_SYSTEM, PAIN_NRS
+from .fhir.build import ORDER_IDENTIFIER_SYSTEM, ORDER_TAG_SYSTEM, PAIN_NRS, own_order_key
 from .fhir.contract import parse_reference, reference_of
 from .fhir.parse import PatientData
 from .fhir.review import review_bundle
+from .services import own_order_keys
 
 log = logging.getLogger(__name__)
 REVIEW_CODE = "efficacy-review"  # CodeSystem ldn-careplan-activity
@@ -66,27 +65,18 @@ class FollowUp:
     problems: tuple[str, ...]  # what could not be read: the alerts may be incomplete
 
 
-def own_key(resource: dict) -> str | None:
-    """The order key of a resource this app wrote (our identifier system), else None."""
-    return next((i.get("value") for i in resource.get("identifier") or []
-                 if isinstance(i, dict) and i.get("system") == ORDER_IDENTIFIER_SYSTEM
-                 and isinstance(i.get("value"), str)), None)
-
-
 def active_care_plans(gateway, patient_id: str) -> list[dict]:
     """The patient's active CarePlans this app wrote, newest start first (filtered here too:
     a server may ignore a search parameter)."""
     found = gateway.search("CarePlan", {"patient": patient_id, "status": "active"})
-    ours = [cp for cp in found if own_key(cp) and cp.get("status") == "active"]
+    ours = [cp for cp in found if own_order_key(cp) and cp.get("status") == "active"]
     return sorted(ours, key=lambda cp: (cp.get("period") or {}).get("start") or "", reverse=True)
 
 
 def may_have_written_plan(data: PatientData) -> bool:
-    """Whether the record holds an active naltrexone order, the only case in which the app looks for its own
-    plan (so a launch for any other patient costs no extra request)."""
-    terminology = default_terminology()
-    return any(m.resource_type == "MedicationRequest" and m.status == "active"
-               and classify(m, terminology).category is MedClass.NALTREXONE for m in data.medications)
+    """Whether the record holds an active order this app wrote (services.own_order_keys), the only case in
+    which the app looks for its own plan: a launch for any other patient costs no extra request."""
+    return bool(own_order_keys(data))
 
 
 def find_written_plan(gateway, patient_id: str) -> WrittenPlan | None:
@@ -105,7 +95,7 @@ def read_plan(gateway, care_plan: dict) -> WrittenPlan:
     baseline_obs = _read_target(gateway, _baseline_reference(care_plan), "Observation", problems)
     steps = plan_steps(order) if order else ()
     start = _date((care_plan.get("period") or {}).get("start")) or min((s.start for s in steps), default=None)
-    return WrittenPlan(care_plan, order, own_key(care_plan), start, steps, open_review(care_plan),
+    return WrittenPlan(care_plan, order, own_order_key(care_plan), start, steps, open_review(care_plan),
                        pain_value(baseline_obs), tuple(problems))
 
 
@@ -301,7 +291,7 @@ def due_reviews(gateway, *, as_of: date, within: int = 0) -> list[DueReview]:
     for cp in found:
         review = open_review(cp)
         subject = reference_of(cp.get("subject"))
-        if own_key(cp) and cp.get("status") == "active" and subject and is_due_within(review, as_of, within):
+        if own_order_key(cp) and cp.get("status") == "active" and subject and is_due_within(review, as_of, within):
             rows.append(DueReview(subject.local, f"CarePlan/{cp.get('id')}",
                                   _date((cp.get("period") or {}).get("start")), review,
                                   window_state(review, as_of).value))

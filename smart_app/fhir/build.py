@@ -225,8 +225,8 @@ def transaction_bundle(plan: OrderPlan, recorded: datetime) -> dict:
     baseline = _baseline_entry(plan, key, recorded)
     resources = [
         (mr_urn, medication_request(plan, key), "MedicationRequest", by_identifier),
+        *([baseline] if baseline else []),  # before the CarePlan that refers to it (a sequential write needs this)
         (cp_urn, care_plan(plan, key, mr_urn, baseline[0] if baseline else None), "CarePlan", by_identifier),
-        *([baseline] if baseline else []),
         (pv_urn, provenance(plan, key, [mr_urn, cp_urn, *([baseline[0]] if baseline else [])], recorded),
          "Provenance", f"_tag={ORDER_TAG_SYSTEM}|{key}"),
     ]
