@@ -300,12 +300,26 @@ def signing_blocked(ctx: oauth.SmartContext) -> str | None:
     return None
 
 
+def opens_on_follow_up(ctx, data) -> bool:
+    """Issue 12: a launch for a patient with an active LDN plan this app wrote opens on that plan - unless
+    this launch wrote it (it stays on the review page with the order's confirmation) or asks for the assessment."""
+    if request.args.get("assess") or not may_have_written_plan(data):
+        return False
+    plan = find_written_plan(gateway(), ctx.patient)
+    if plan is None:
+        return False
+    try:
+        return launches().order(ctx.launch_id, plan.key) is None
+    except SessionStoreUnavailable:
+        return True
+
+
 @bp.get("/")
 def review():
     ctx = smart_context()
     data, problems = _load(ctx)
-    if not request.args.get("assess") and may_have_written_plan(data) and find_written_plan(gateway(), ctx.patient):
-        return redirect(url_for("follow_up.show", lid=ctx.launch_id), code=303)  # issue 12: the follow-up
+    if opens_on_follow_up(ctx, data):
+        return redirect(url_for("follow_up.show", lid=ctx.launch_id), code=303)
     return render_review(ctx, data, problems)
 
 
