@@ -118,12 +118,40 @@ def test_at_week_9_the_follow_up_shows_the_plan_today_and_the_open_review_window
     assert shown.standing.window is ReviewWindow.DUE
     assert shown.standing.review == (START + timedelta(days=56), START + timedelta(days=84))
     assert shown.alerts == ()
+    assert shown.dispenses == ()
     before = follow_up(plan, data, assess_data(data, as_of=START, data_problems=problems), problems,
                        START + timedelta(days=20))
     assert before.standing.window is ReviewWindow.NOT_YET_DUE and before.standing.step.dose_mg == 3.0
     late = follow_up(plan, data, assess_data(data, as_of=WEEK_9, data_problems=problems), problems,
                      START + timedelta(days=90))
     assert late.standing.window is ReviewWindow.OVERDUE
+
+
+def put(server, resource: dict) -> None:
+    requests.put(f"{server.base_url}/{resource['resourceType']}/{resource['id']}", json=resource,
+                 headers={"Content-Type": "application/fhir+json"}, timeout=10).raise_for_status()
+
+
+def ldn_dispense(patient: str, rid: str, handed_over) -> dict:
+    return {"resourceType": "MedicationDispense", "id": rid, "status": "completed",
+            "subject": {"reference": f"Patient/{patient}"}, "whenHandedOver": handed_over.isoformat(),
+            "daysSupply": {"value": 30, "unit": "d", "system": "http://unitsofmeasure.org", "code": "d"},
+            "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
+                                                      "code": "7243", "display": "naltrexone"}],
+                                          "text": "Naltrexone 1.5 mg compounded capsule"}}
+
+
+def test_the_follow_up_lists_the_ldn_dispenses_since_the_order_and_not_older_ones(server):
+    sign(server, "ldn-refuted-crohns")
+    put(server, ldn_dispense("ldn-refuted-crohns", "ldn-refuted-crohns-ldn-fill-1", START + timedelta(days=1)))
+    put(server, ldn_dispense("ldn-refuted-crohns", "ldn-refuted-crohns-ldn-fill-old", SAMPLE_AS_OF - timedelta(
+        days=400)))
+    gw = gateway(server)
+    data, problems = read_patient(gw, "ldn-refuted-crohns")
+    shown = follow_up(find_written_plan(gw, "ldn-refuted-crohns"), data, assess_data(data, as_of=WEEK_9),
+                      problems, WEEK_9)
+    assert [(ref, when) for ref, _, when in shown.dispenses] == [
+        ("MedicationDispense/ldn-refuted-crohns-ldn-fill-1", START + timedelta(days=1))]
 
 
 def test_an_opioid_started_after_ldn_is_an_r2_alert_and_one_stopped_before_is_not(server):
@@ -139,8 +167,7 @@ def test_an_opioid_started_after_ldn_is_an_r2_alert_and_one_stopped_before_is_no
                  "medicationCodeableConcept": {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm",
                                                            "code": "1049621", "display": "oxycodone 5 MG Oral Tablet"}],
                                                "text": "oxycodone 5 mg tablet"}}
-    requests.put(f"{server.base_url}/MedicationRequest/{oxycodone['id']}", json=oxycodone,
-                 headers={"Content-Type": "application/fhir+json"}, timeout=10).raise_for_status()
+    put(server, oxycodone)
     data, problems = read_patient(gw, "ldn-opioid-long-ago")
     alerts = follow_up(plan, data, assess_data(data, as_of=WEEK_9), problems, WEEK_9).alerts
 
