@@ -24,7 +24,7 @@ from .errors import (
 )
 from .fhir.build import ORDER_IDENTIFIER_SYSTEM, own_order_key, todays_step, transaction_bundle, written_order
 from .fhir.contract import parse_reference, rewrite_references
-from .fhir.parse import PatientData, patient_data
+from .fhir.parse import PatientData
 from .smart.scopes import missing_undo, missing_write
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,7 @@ def read_patient(gateway, patient_id: str, *, unreadable_types: Iterable[str] = 
     except FhirServerError as exc:
         log.warning("patient record read failed for Patient/%s: %s", patient_id, type(exc).__name__)
         return PatientData(patient_id), (*granted, _read_problem(exc))
-    resources = [r for rs in record.resources.values() for r in rs]
-    data = patient_data(patient_id, record.patient, resources, record.medications)
+    data = record.patient_data(patient_id)
     data.warnings = record.warnings
     return data, (*granted, *record.problems)
 

