@@ -31,10 +31,22 @@ if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
 
 selenium = pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[test]')")
 from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+def replaced(old):
+    """`ec.staleness_of`, also when Chromium reports the old node as gone from the document."""
+    def gone(_driver) -> bool:
+        try:
+            old.is_enabled()
+        except WebDriverException:  # StaleElementReference, or "Node ... does not belong to the document"
+            return True
+        return False
+    return gone
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +104,7 @@ def ehr_launch(driver, sandbox, patient: str) -> None:
 def preview(driver) -> None:
     old = wait_for(driver, "#plan-form")
     driver.find_element(By.ID, "preview-button").click()
-    WebDriverWait(driver, WAIT).until(ec.staleness_of(old))
+    WebDriverWait(driver, WAIT).until(replaced(old))
     wait_for(driver, "#preview-decision")
 
 
@@ -141,7 +153,7 @@ def test_launch_preview_sign_writes_the_order(driver, own_sandbox):
 
     old = driver.find_element(By.ID, "sign-form")
     driver.find_element(By.ID, "sign-button").click()
-    WebDriverWait(driver, WAIT).until(ec.staleness_of(old))
+    WebDriverWait(driver, WAIT).until(replaced(old))
     wait_for(driver, "#written")
     assert urlsplit(driver.current_url).path.startswith("/done/"), driver.current_url
     refs = {t: text_of(driver, f"#ref-{t}") for t in ("MedicationRequest", "CarePlan", "Provenance")}
@@ -242,7 +254,7 @@ def test_two_tabs_signing_patient_a_after_launching_patient_b_in_another_tab_nev
     assert "James Okafor" in text_of(driver, "#preview-patient")
     old = driver.find_element(By.ID, "sign-form")
     driver.find_element(By.ID, "sign-button").click()
-    WebDriverWait(driver, WAIT).until(ec.staleness_of(old))
+    WebDriverWait(driver, WAIT).until(replaced(old))
     wait_for(driver, "#written")
     assert urlsplit(driver.current_url).path.startswith("/done/"), driver.current_url
     banner = text_of(driver, "header.banner")
