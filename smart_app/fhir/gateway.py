@@ -162,6 +162,7 @@ class FhirGateway:
         self.max_retry_wait, self.backoff, self._sleep = max_retry_wait, backoff, sleep
         self._written = threading.Event()
         self._deadline: float | None = None
+        self._reads_failed = threading.Event()  # set when a concurrent read failed: its siblings stop early
         self._documents = documents or DocumentCache()
 
     @classmethod
@@ -285,8 +286,10 @@ class FhirGateway:
                                  return_when=FIRST_EXCEPTION)
             for future in futures.values():
                 if future in done and future.exception() is not None:
+                    self._reads_failed.set()  # the page has its answer: no more requests for it
                     raise future.exception()  # type: ignore[misc]
             if pending:
+                self._reads_failed.set()
                 raise _past_deadline(f"read {', '.join(n for n, f in futures.items() if f in pending)}",
                                      self.read_deadline)
             return {name: future.result() for name, future in futures.items()}
@@ -479,6 +482,8 @@ class FhirGateway:
         """(connect, read) timeouts, shortened to what is left before the deadline."""
         if deadline is None:
             return self.timeout
+        if self._reads_failed.is_set():
+            raise FhirUnavailable(f"{what}: not sent, another read of this page failed", user_message=INCOMPLETE)
         left = deadline - time.monotonic()
         if left <= 0:
             raise _past_deadline(what, self.read_deadline)
