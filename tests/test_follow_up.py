@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
+from fake_ehr import ISS, form_fields, launch
+from werkzeug.datastructures import MultiDict
 
 from smart_app.clinical.follow_up import Review, ReviewWindow, pain_score
 from smart_app.clinical.model import TitrationRequest
@@ -250,3 +252,75 @@ def test_adjust_writes_a_new_titration_inside_r1_and_refuses_one_outside(server)
     [new] = [o for o in orders if o["status"] == "active"]
     assert [d["doseAndRate"][0]["doseQuantity"]["value"] for d in new["dosageInstruction"]] == [1, 1.5, 2]
     assert [o["status"] for o in orders if o["id"] != new["id"]] == ["completed"]
+
+
+# --- the pages, in process against the same sekmet ---------------------------------------------------------
+
+@pytest.fixture
+def web(server):
+    """The app at week 9, every launch's gateway on this module's sekmet (no token)."""
+    from smart_app import create_app
+
+    app = create_app({"ALLOWED_ISSUERS": ISS, "PUBLIC_BASE_URL": "http://127.0.0.1:8000", "TODAY": WEEK_9.isoformat(),
+                      "SESSION_STORE": "memory", "SECRET_KEY": "k" * 32})
+    app.extensions["gateway_factory"] = lambda config, iss, provider: FhirGateway.from_config(config, server.base_url,
+                                                                                              None)
+    return app, app.test_client()
+
+
+def open_follow_up(web, patient: str) -> tuple[str, str]:
+    app, client = web
+    lid = launch(app, client, patient)
+    first = client.get("/", query_string={"lid": lid})
+    assert first.status_code == 303 and first.headers["Location"].startswith("/follow-up?"), first.status_code
+    page = client.get(first.headers["Location"])
+    assert page.status_code == 200
+    return lid, page.get_data(as_text=True)
+
+
+def submit_review(web, page: str, **answers):
+    fields = [(k, v) for k, v in form_fields(page, "review-form") if k not in answers and k != "side_effect"]
+    fields += [(k, v) for k, vs in answers.items() for v in (vs if isinstance(vs, list) else [vs])]
+    return web[1].post("/follow-up/review", data=MultiDict(fields))
+
+
+def test_the_follow_up_page_refuses_a_stop_without_a_reason_and_oversized_notes_and_writes_nothing(server, web):
+    sign(server, "ldn-washout-complete-today")
+    lid, page = open_follow_up(web, "ldn-washout-complete-today")
+    assert 'id="review-window">due<' in page and 'id="baseline">7/10<' in page
+
+    no_reason = submit_review(web, page, benefit="none", decision="stop", pain="8")
+    too_long = submit_review(web, page, benefit="clear", decision="continue", side_effect_text="x" * 1001)
+    off_scale = submit_review(web, page, benefit="clear", decision="continue", pain="12")
+
+    assert no_reason.status_code == 400 and "give the reason" in no_reason.get_data(as_text=True)
+    assert too_long.status_code == 400 and "at most 1000 characters" in too_long.get_data(as_text=True)
+    assert "x" * 1001 not in too_long.get_data(as_text=True)
+    assert off_scale.status_code == 400 and "0 to 10" in off_scale.get_data(as_text=True)
+    assert [o["status"] for o in ours(search(server, "MedicationRequest", patient="ldn-washout-complete-today"))] == [
+        "active"]
+    assert len(pain_observations(server, "ldn-washout-complete-today")) == 1  # the baseline only
+
+
+def test_the_follow_up_page_records_an_adjustment_and_refuses_one_above_r1(server, web):
+    sign(server, "ldn-codeine-cough-syrup")
+    _, page = open_follow_up(web, "ldn-codeine-cough-syrup")
+    above = submit_review(web, page, benefit="partial", decision="adjust", target="6", pain="5")
+    assert above.status_code == 400 and "above the LDN maximum" in above.get_data(as_text=True)
+    assert len(ours(search(server, "MedicationRequest", patient="ldn-codeine-cough-syrup"))) == 1
+
+    done = submit_review(web, page, benefit="partial", decision="adjust", start_dose="1", step="0.5", target="3",
+                         pain="5", side_effect=["headache", "nausea"])
+    assert done.status_code == 200 and 'id="review-decision">adjust<' in done.get_data(as_text=True)
+    orders = ours(search(server, "MedicationRequest", patient="ldn-codeine-cough-syrup"))
+    assert sorted(o["status"] for o in orders) == ["active", "completed"]
+
+
+def test_an_opioid_started_after_ldn_is_an_alert_on_the_follow_up_page(server, web):
+    sign(server, "ldn-crohns-fibromyalgia")
+    put(server, {"resourceType": "MedicationStatement", "id": "ldn-crohns-fibromyalgia-tramadol-new",
+                 "status": "active", "subject": {"reference": "Patient/ldn-crohns-fibromyalgia"},
+                 "effectivePeriod": {"start": (START + timedelta(days=40)).isoformat()},
+                 "medicationCodeableConcept": {"text": "tramadol 50 mg tablet"}})
+    _, page = open_follow_up(web, "ldn-crohns-fibromyalgia")
+    assert 'id="alerts"' in page and 'data-code="opioid-since-start"' in page and "tramadol" in page

@@ -34,16 +34,26 @@ class ReviewForm:
     target: str = "4.5"
     supply_days: str = "30"
 
+    problems: list[str] = field(default_factory=list)  # values refused on arrival (too long: never echoed)
+
     @classmethod
     def from_request(cls) -> ReviewForm:
-        f = request.form
-        values = {name: f.get(name, "")[:TEXT_MAX + 1] for name in (
-            "pain", "benefit", "side_effect_text", "decision", "stop_reason", "start", "start_dose", "step",
-            "interval", "target", "supply_days")}
-        return cls(**{k: v.strip() for k, v in values.items()}, side_effects=f.getlist("side_effect")[:20])
+        f, problems = request.form, []
+        values = {name: views._bounded(problems, label, f.get(name, ""), limit) for name, label, limit in (
+            ("pain", "Pain score today", views.VALUE_MAX), ("benefit", "Benefit", views.VALUE_MAX),
+            ("side_effect_text", "Other side effects", TEXT_MAX), ("decision", "Decision", views.VALUE_MAX),
+            ("stop_reason", "Reason to stop", TEXT_MAX), ("start", "New start date", views.VALUE_MAX),
+            ("start_dose", "Start dose", views.VALUE_MAX), ("step", "Increase per step", views.VALUE_MAX),
+            ("interval", "Days per step", views.VALUE_MAX), ("target", "Target dose", views.VALUE_MAX),
+            ("supply_days", "Supply", views.VALUE_MAX))}
+        side_effects = f.getlist("side_effect")
+        if len(side_effects) > len(SIDE_EFFECTS) or any(len(v) > views.VALUE_MAX for v in side_effects):
+            problems.append("Side effects: choose from the list.")
+            side_effects = []
+        return cls(**{k: v.strip() for k, v in values.items()}, side_effects=side_effects, problems=problems)
 
     def review(self) -> Review:
-        problems: list[str] = []
+        problems = list(self.problems)
         pain, problem = pain_score(self.pain, "Pain score today")
         problems += [problem] if problem else []
         titration = self._titration(problems) if self.decision == "adjust" else None
