@@ -324,3 +324,35 @@ def test_an_opioid_started_after_ldn_is_an_alert_on_the_follow_up_page(server, w
                  "medicationCodeableConcept": {"text": "tramadol 50 mg tablet"}})
     _, page = open_follow_up(web, "ldn-crohns-fibromyalgia")
     assert 'id="alerts"' in page and 'data-code="opioid-since-start"' in page and "tramadol" in page
+
+
+def test_a_review_built_on_a_plan_changed_since_it_was_read_is_refused_whole_by_if_match(server):
+    from smart_app.errors import FhirServerError
+    from smart_app.fhir.review import review_bundle
+
+    sign(server, "ldn-loperamide", baseline=None)
+    gw = gateway(server)
+    plan = find_written_plan(gw, "ldn-loperamide")
+    stale = review_bundle(plan, Review(4, "clear", (), "", "stop", "stale page"), "k" * 32,
+                          datetime(2026, 3, 20, tzinfo=UTC), PRESCRIBER, server.base_url, None)
+    put(server, {**plan.care_plan, "description": "edited in the EHR meanwhile"})  # version 2
+
+    with pytest.raises(FhirServerError) as refused:
+        gw.transaction(stale)
+    assert refused.value.http_status in (409, 412)
+    assert [o["status"] for o in ours(search(server, "MedicationRequest", patient="ldn-loperamide"))] == ["active"]
+    assert pain_observations(server, "ldn-loperamide") == []
+
+
+def test_without_transaction_support_the_review_is_refused_and_nothing_is_written(server):
+    from smart_app.errors import WriteRefused
+
+    sign(server, "ldn-opioid-entered-in-error")
+    gw = gateway(server)
+    gw.supports_transaction = lambda: False
+    data, problems = read_patient(gw, "ldn-opioid-entered-in-error")
+    with pytest.raises(WriteRefused):
+        record_review(gw, "ldn-opioid-entered-in-error", Review(3, "clear", (), "", "continue"),
+                      assess_data(data, as_of=WEEK_9), as_of=WEEK_9, requester=PRESCRIBER)
+    assert [o["status"] for o in ours(search(server, "MedicationRequest", patient="ldn-opioid-entered-in-error"))] == [
+        "active"]
