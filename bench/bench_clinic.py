@@ -39,6 +39,7 @@ from smart_app.sandbox.demo import start_sandbox  # noqa: E402
 from smart_app.sandbox.fhir_server import free_port  # noqa: E402
 
 SMALL = "ldn-fibromyalgia"
+SIGNED = "ldn-crps"  # another eligible patient: once signed, a launch opens on the follow-up page instead
 BIG = "bench-5000"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -182,6 +183,7 @@ def counts(bench: Bench) -> tuple[list[Seen], dict[str, int]]:
     figures["launch-to-review, later launches"] = len(seen)
     _, reads = bench.counter.during(lambda: bench.review(browser, url))
     figures["review page reload"] = len(reads)
+    browser, url, _ = bench.launch(SIGNED)
     page = browser.get(url, timeout=60)
     previewed, seen = bench.counter.during(lambda: browser.post(
         f"{bench.app_url}/preview", data=form_fields(page.text, "plan-form"), timeout=60))
