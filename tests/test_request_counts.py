@@ -6,12 +6,13 @@ import json
 from urllib.parse import urlsplit
 
 import pytest
+import responses
 from werkzeug.datastructures import MultiDict
 
 from smart_app import create_app
 from smart_app.samples import SAMPLE_AS_OF, load_sample
 from tests.fake_ehr import ISS, form_fields, launch
-from tests.recorded_fhir import serve_patient
+from tests.recorded_fhir import searchset, serve_patient
 
 LAUNCH_TO_REVIEW_MAX = 6  # plus extra pages of a long search
 SIGN_MAX = 7
@@ -80,3 +81,10 @@ def test_sign_reads_the_record_once_and_writes_once_within_seven_fhir_requests(a
     assert len(calls) <= SIGN_MAX, calls
     assert calls.count("GET /Patient/ldn-fibromyalgia") == 1 and calls.count("POST ") == 1, calls
     assert "GET /metadata" not in calls
+    written = json.loads(next(c.request.body for c in ehr.calls[start:] if c.request.method == "POST"))
+    order = {**written["entry"][0]["resource"], "id": "w0"}  # the server now holds the order it confirmed
+    ehr.replace(responses.GET, f"{ISS}/MedicationRequest", json=searchset([order], base=ISS))
+    confirmation = client.get(signed.headers["Location"])  # the clinician lands here: part of Sign
+    calls = fhir_calls(ehr, start)
+    assert confirmation.status_code == 200 and len(calls) <= SIGN_MAX, calls
+    assert calls.count("GET /Patient/ldn-fibromyalgia") == 1, calls

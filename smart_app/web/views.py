@@ -390,7 +390,8 @@ def sign():
     g.sign_outcome = outcome  # error pages still tell the outcome if the session store fails from here on
     session[WROTE] = True
     if outcome.outcome is Outcome.WRITTEN:
-        launches().save_order(ctx.launch_id, key, {"refs": list(outcome.refs)})
+        banner = {k: data.patient[k] for k in ("name", "birthDate") if k in (data.patient or {})}
+        launches().save_order(ctx.launch_id, key, {"refs": list(outcome.refs), "patient": banner})
         return redirect(url_for("web.done", key=key, lid=ctx.launch_id), code=303)
     shown = make_preview(data, problems, form, ctx.prescriber)
     status = 409 if outcome.outcome is Outcome.NOT_WRITTEN else 502
@@ -404,11 +405,12 @@ def done(key: str):
     order = find_order(gateway(), key) if ORDER_KEY.match(key) else None
     if order is None or order["patient"] != ctx.patient:  # never show another launch's patient
         raise InputError("No order with that reference for this patient.")
-    patient = gateway().read("Patient", ctx.patient)
     try:
         saved = launches().order(ctx.launch_id, key) or {}
     except SessionStoreUnavailable:
         saved = {}
+    # The banner this launch signed under saves a read; without it (another launch) read the Patient.
+    patient = saved.get("patient") or gateway().read("Patient", ctx.patient)
     confirmed = {parse_reference(r).resource_type: r for r in saved.get("refs", ())}
     order["refs"] = {**confirmed, **order["refs"]}  # the server's MedicationRequest wins
     return render_template("done.html", order=order, patient=patient, ctx=ctx)
