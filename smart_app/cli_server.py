@@ -1,4 +1,4 @@
-"""CLI commands that talk to a live FHIR server: `ldn-app load`, and `ldn-app assess --server`."""
+"""CLI commands that talk to a live FHIR server: `ldn-app load`, `ldn-app record`, and `ldn-app assess --server`."""
 
 from __future__ import annotations
 
@@ -22,6 +22,15 @@ def register(sub) -> None:
     lo.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                     help="first wait up to this long for the server's /metadata to answer (a server still starting)")
     lo.set_defaults(func=cmd_load)
+    rec = sub.add_parser("record", help="save every HTTP exchange of reading one patient, for replay without a server",
+                         description="Read one patient from a FHIR server exactly as the app does and save every "
+                                     "exchange (method, URL, status, headers, body) in the `responses` library's "
+                                     "recorded-file format (YAML); prints the assessment.")
+    rec.add_argument("--server", required=True, metavar="BASE")
+    rec.add_argument("--patient", required=True, metavar="ID")
+    rec.add_argument("--out", required=True, metavar="FILE")
+    rec.add_argument("--token-file", metavar="F", help="a file holding a bearer access token")
+    rec.set_defaults(func=cmd_record, files=[], as_of=None, washout_days=10, json=True)
 
 
 def cmd_load(args) -> int:
@@ -98,3 +107,39 @@ def wait_for_server(base: str, seconds: float, poll: float = 2.0) -> bool:
         if time.monotonic() + poll > deadline:
             return False
         time.sleep(poll)
+
+
+def cmd_record(args) -> int:
+    """`assess --server` under the `responses` recorder; the file is written only after a complete read."""
+    import json
+    from datetime import date as day
+
+    from responses._recorder import Recorder  # the library's recorder (its format replays with _add_from_file)
+
+    from .services import assessment_to_json
+
+    args.as_of = args.as_of or day.today()
+    recorder = Recorder()
+    with recorder:
+        assessment = assess_on_server(args)
+        recorder.dump_to_file(args.out, registered=recorder.get_registry().registered)
+    print(json.dumps(assessment_to_json(assessment)))
+    return EXIT_OK
+
+
+def replay_base(path: str) -> str:
+    """The FHIR base a recording was made against (its first /metadata request)."""
+    import yaml
+
+    from .errors import UnreadableInput
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+        urls = [r["response"]["url"] for r in data["responses"]]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise UnreadableInput(f"{path}: not a recorded-responses file") from exc
+    base = next((u[: -len("/metadata")] for u in urls if u.split("?")[0].endswith("/metadata")), None)
+    if base is None:
+        raise UnreadableInput(f"{path}: the recording has no /metadata request to take its FHIR base from")
+    return base
