@@ -10,7 +10,7 @@ from smart_app.clinical.model import Decision
 from smart_app.fhir.gateway import FhirGateway
 from smart_app.samples import SAMPLE_AS_OF, load_sample
 from smart_app.services import assess_data, read_patient
-from tests.recorded_fhir import BASE, serve_patient
+from tests.recorded_fhir import BASE, searchset, serve_patient
 
 OPIOID_PATIENT = "ldn-oxycodone-active"  # contraindicated by an active oxycodone MedicationRequest
 ELIGIBLE_PATIENT = "ldn-fibromyalgia"
@@ -141,3 +141,46 @@ def test_thousands_of_unreadable_entries_are_all_counted_but_listed_briefly(rsps
     assert len(texts) == 21 and "4,980 more unreadable search entries" in texts[-1]
 
 
+
+
+# --- Medications named only by another Medication's ingredients (web path) ----------------------------------------
+
+OXYCODONE = {"coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "7804",
+                         "display": "oxycodone"}]}
+
+
+def compounded_order_bundle(levels: int) -> tuple[dict, list[dict]]:
+    """The eligible sample plus an active order for a cream whose opioid sits `levels` Medications down."""
+    bundle = load_sample(ELIGIBLE_PATIENT)
+    chain = [{"resourceType": "Medication", "id": f"n{i}", "code": {"text": f"Compounding base {i}"},
+              "ingredient": [{"itemReference": {"reference": f"Medication/n{i + 1}"}}]} for i in range(levels)]
+    chain.append({"resourceType": "Medication", "id": f"n{levels}", "code": OXYCODONE})
+    order = {"resourceType": "MedicationRequest", "id": "cream-order", "status": "active", "intent": "order",
+             "subject": {"reference": f"Patient/{ELIGIBLE_PATIENT}"}, "authoredOn": "2026-01-10",
+             "medicationReference": {"reference": "Medication/n0"}}
+    bundle["entry"] += [{"fullUrl": f"Medication/{m['id']}", "resource": m} for m in chain[:1]]
+    bundle["entry"].append({"fullUrl": "MedicationRequest/cream-order", "resource": order})
+    return bundle, chain[1:]
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+def test_an_opioid_named_only_by_a_referenced_ingredient_medication_is_fetched_and_blocks(rsps, levels):
+    bundle, not_included = compounded_order_bundle(levels)
+    pid = serve_patient(rsps, bundle)
+    for med in not_included:  # one `_id` search per ingredient level
+        rsps.get(f"{BASE}/Medication", json=searchset([med], base=BASE))
+    data, problems = read_patient(gateway(), pid)
+    assessment = assess_data(data, as_of=SAMPLE_AS_OF, data_problems=problems)
+    assert assessment.decision is Decision.CONTRAINDICATED, [f.text for f in assessment.findings]
+    [cream] = [m for m in assessment.medications if m.resource == "MedicationRequest/cream-order"]
+    assert cream.classification.value == "opioid"
+
+
+def test_an_ingredient_medication_the_server_does_not_have_makes_the_order_unreadable_not_eligible(rsps):
+    bundle, _ = compounded_order_bundle(1)
+    pid = serve_patient(rsps, bundle)
+    rsps.get(f"{BASE}/Medication", json=searchset([], base=BASE))
+    data, problems = read_patient(gateway(), pid)
+    assessment = assess_data(data, as_of=SAMPLE_AS_OF, data_problems=problems)
+    assert assessment.decision is Decision.CANNOT_DETERMINE
+    assert any("Medication/n1" in f.text for f in assessment.findings), [f.text for f in assessment.findings]

@@ -125,7 +125,7 @@ def _alert(severity: Severity, code: str, med, text: str) -> Finding:
     return Finding("R2", "004, 003", severity, text, (med.resource,), code)
 
 
-TEXT_MAX = 1000  # free text at the review (side effects, reason to stop)
+TEXT_MAX = 1000  # every free-text field the clinician types (order form and review form)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from smart_app.errors import FhirAuthError, FhirServerError, FhirUnavailable
 
 from .contract import MEDICATION_USE_TYPES, SEARCHED_TYPES, UPDATED_TYPES, parse_reference, reference_of
 from .documents import DocumentCache
-from .parse import PatientData, patient_data
+from .parse import MAX_INGREDIENT_DEPTH, PatientData, ingredient_references, patient_data
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +110,10 @@ class _PageParser:
                 ready.append(resource)
                 continue
             key = self._local(ref.text, "Medication")
-            if key in result.included:
+            if key in result.included and not ingredient_references(result.included[key]):
                 medications[key] = medications[ref.text] = result.included[key]
                 ready.append(resource)
-            else:
+            else:  # not included yet, or its ingredients name other Medications: read with the batch
                 self.waiting.append(resource)
         self.count += len(result.matches)
         result.matches.clear()
@@ -305,19 +305,51 @@ class FhirGateway:
                 ref = reference_of(resource.get("medicationReference"))  # unusable ones: the parser names them
                 if ref is not None and ref.kind != "contained":
                     wanted.setdefault(self._local_reference(ref.text, "Medication"), []).append(ref.text)
-        medications = {key: found.included[key] for key in wanted if key in found.included}
-        missing = sorted(set(wanted) - set(medications))
+        medications = self._fetch_medications(set(wanted), found, token, budget)
+        unresolved = set(wanted) - set(medications)
+        if unresolved:
+            raise FhirServerError(f"{len(unresolved)} referenced Medication resources not found",
+                                  user_message=INCOMPLETE)
+        self._ingredient_medications(medications, wanted, found, token, budget)
+        return {ref: medications[key] for key, refs in wanted.items() if key in medications for ref in (key, *refs)}
+
+    def _ingredient_medications(self, medications: dict[str, dict], wanted: dict[str, list[str]],
+                                found: SearchResult, token: str | None, budget: _EntryBudget) -> None:
+        """Medications named by ingredients, level by level (cycles cut by `wanted`, depth as the parser's).
+
+        One that cannot be found or referenced is left out: the parser then names the record unreadable.
+        """
+        frontier = list(medications.values())
+        for _ in range(MAX_INGREDIENT_DEPTH):
+            nested: dict[str, list[str]] = {}
+            for medication in frontier:
+                for text in ingredient_references(medication):
+                    try:
+                        key = self._local_reference(text, "Medication")
+                    except FhirServerError:
+                        continue
+                    if key not in wanted:
+                        nested.setdefault(key, []).append(text)
+            if not nested:
+                return
+            for key, refs in nested.items():
+                wanted[key] = refs
+            fetched = self._fetch_medications(set(nested), found, token, budget)
+            medications.update(fetched)
+            frontier = list(fetched.values())
+
+    def _fetch_medications(self, keys: set[str], found: SearchResult, token: str | None,
+                           budget: _EntryBudget) -> dict[str, dict]:
+        """ "Medication/<id>" -> Medication for `keys`: from the includes, the rest in one `_id` search."""
+        medications = {key: found.included[key] for key in keys if key in found.included}
+        missing = sorted(keys - set(medications))
         if missing:
             ids = [key.split("/", 1)[1] for key in missing]
             fetched = self._search("Medication", {"_id": ",".join(ids), "_count": str(len(ids))}, token, budget)
             found.unreadable.extend(fetched.unreadable)
             found.warnings.extend(fetched.warnings)
             medications.update({f"Medication/{m.get('id')}": m for m in fetched.matches})
-        unresolved = set(wanted) - set(medications)
-        if unresolved:
-            raise FhirServerError(f"{len(unresolved)} referenced Medication resources not found",
-                                  user_message=INCOMPLETE)
-        return {ref: medications[key] for key, refs in wanted.items() for ref in (key, *refs)}
+        return medications
 
     def _local_reference(self, reference: str, expected_type: str) -> str:
         """ "Type/id" for a relative or same-server absolute reference (history suffix dropped)."""

@@ -292,6 +292,15 @@ class _DrugReader:
                 self._reference(ing["itemReference"], f"{at}.itemReference", depth + 1, ingredient=True)
 
 
+def ingredient_references(medication: object) -> list[str]:
+    """The references (as written) to other Medications in a Medication's ingredients; contained ones excluded."""
+    ingredients = medication.get("ingredient") if type(medication) is dict else None
+    if type(ingredients) is not list:
+        return []
+    refs = (reference_of(i.get("itemReference")) for i in ingredients[:MAX_LIST_ITEMS] if type(i) is dict)
+    return [ref.text for ref in refs if ref is not None and ref.kind != "contained"]
+
+
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."

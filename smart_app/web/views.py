@@ -17,7 +17,7 @@ from datetime import date, timedelta
 from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, session, url_for
 
 from .. import review as presentation
-from ..clinical.follow_up import pain_score
+from ..clinical.follow_up import TEXT_MAX, pain_score  # one limit for every free-text field
 from ..clinical.model import Assessment, TitrationRequest
 from ..clinical.titration import MAX_DOSE_MG, MIN_DOSE_MG, describe_step
 from ..errors import (
@@ -168,7 +168,6 @@ NUMBER_FIELDS = (
 LIMITS = {f.name: f for f in NUMBER_FIELDS}
 SUPPLY_CHOICES = ("30", "60", "90")
 START_HORIZON_DAYS = 365  # a start further ahead is a typing error (and would outlive the compounded supply)
-TEXT_MAX = 1000  # free-text fields (override reason, attestation note)
 VALUE_MAX = 64  # any other single value (numbers, dates, references)
 MAX_REASONS = 20
 
