@@ -308,6 +308,13 @@ def find_order(gateway, key: str) -> dict | None:
     return written_order(ours[0]) if ours else None
 
 
+def find_care_plan(gateway, key: str) -> str | None:
+    """The reference of the CarePlan this app wrote with the order `key` (same identifier), or None."""
+    found = gateway.search("CarePlan", {"identifier": f"{ORDER_IDENTIFIER_SYSTEM}|{key}"})
+    ours = [r for r in found if own_order_key(r) == key and r.get("id")]
+    return f"CarePlan/{ours[0]['id']}" if ours else None
+
+
 def own_order_keys(data: PatientData) -> set[str]:
     """Keys of the active orders this app wrote for the patient (recognised by our identifier system)."""
     return {m.own_order_key for m in data.medications if m.own_order_key and m.status == "active"}

@@ -314,3 +314,11 @@ def test_a_launch_records_its_state_for_this_browser_only(app, client, rsps):
         other = browser.get("/callback", query_string={"code": "c", "state": state})
         assert other.status_code == 400 and "Set-Cookie" not in other.headers
     assert app.extensions["smart.store"].get("pending:" + state) == pending  # still this browser's to use
+
+
+def test_a_confirmation_opened_from_another_launch_of_the_patient_finds_the_careplan_on_the_server(app, client, ehr):
+    done = sign(client, previewed(client, launch(app, client, A))).headers["Location"]
+    key = urlsplit(done).path.rsplit("/", 1)[1]
+    care_plan = next(ref for ref in ehr.written_for(A) if ref.startswith("CarePlan/"))
+    later = client.get(f"/done/{key}", query_string={"lid": launch(app, client, A)})  # no refs saved in this launch
+    assert later.status_code == 200 and f'id="ref-CarePlan">{care_plan}<' in page(later)

@@ -39,6 +39,7 @@ from ..services import (
     SignRequest,
     assess_data,
     assessment_to_json,
+    find_care_plan,
     find_order,
     own_order_keys,
     own_orders,
@@ -411,6 +412,9 @@ def done(key: str):
     # The banner this launch signed under saves a read; without it (another launch) read the Patient.
     patient = saved.get("patient") or gateway().read("Patient", ctx.patient)
     confirmed = {parse_reference(r).resource_type: r for r in saved.get("refs", ())}
+    if "CarePlan" not in confirmed and order["status"] == "active":  # another launch: ask the server
+        care_plan = find_care_plan(gateway(), key)
+        confirmed.update({"CarePlan": care_plan} if care_plan else {})
     order["refs"] = {**confirmed, **order["refs"]}  # the server's MedicationRequest wins
     return render_template("done.html", order=order, patient=patient, ctx=ctx)
 
