@@ -18,7 +18,7 @@ from .clinical.follow_up import (
     standing,
     window_state,
 )
-from .clinical.model import Assessment, Finding, MedClass, OrderPlan, TitrationRequest
+from .clinical.model import BLOCKING, Assessment, Finding, MedClass, OrderPlan, Severity, TitrationRequest
 from .clinical.titration import build_schedule
 from .errors import AppError, FhirServerError, InputError, WriteRefused
 from .fhir.build import ORDER_IDENTIFIER_SYSTEM, ORDER_TAG_SYSTEM, PAIN_NRS, own_order_key
@@ -201,11 +201,24 @@ def maintenance_titration(plan: WrittenPlan, as_of: date) -> TitrationRequest:
                             supply_days=supply if isinstance(supply, int) else 30)
 
 
+def refuse_new_order_while_blocked(plan: WrittenPlan, review: Review, assessment: Assessment) -> None:
+    """Continue and adjust write a new LDN order: refused while an opioid (or anything else) blocks one now,
+    or while an opioid's use since the start cannot be dated (R2: the opioid and LDN block each other)."""
+    undated = [a for a in opioid_alerts(assessment.medications, plan.start) if a.severity is Severity.CANNOT_DETERMINE]
+    blocking = [f for f in assessment.findings if f.severity in BLOCKING] + undated
+    if blocking:
+        reasons = " ".join(f"{f.rule}: {f.text}" for f in blocking)
+        raise WriteRefused(reasons, user_message=f"A new LDN order ({review.decision}) cannot be written now; "
+                           f"nothing was written. {reasons} Record 'stop' to end LDN, or review again once the "
+                           "opioid is stopped and its washout is over.")
+
+
 def new_order_plan(plan: WrittenPlan, review: Review, assessment: Assessment, as_of: date,
                    requester: str | None) -> OrderPlan | None:
     """The order that replaces the reviewed one (continue, adjust), checked against R1; None for stop."""
     if review.decision == "stop":
         return None
+    refuse_new_order_while_blocked(plan, review, assessment)
     titration = review.titration if review.decision == "adjust" else maintenance_titration(plan, as_of)
     problems = [] if titration.start >= as_of else [f"The new start date {titration.start} is in the past."]
     try:

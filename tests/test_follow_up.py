@@ -178,6 +178,27 @@ def test_an_opioid_started_after_ldn_is_an_r2_alert_and_one_stopped_before_is_no
     assert "block each other" in alerts[0].text
 
 
+def test_while_an_opioid_started_after_ldn_is_current_continue_and_adjust_are_refused_and_stop_is_not(server):
+    from smart_app.errors import WriteRefused
+
+    sign(server, "ldn-ms", baseline=6)
+    put(server, {"resourceType": "MedicationRequest", "id": "ldn-ms-tramadol", "status": "active",
+                 "intent": "order", "subject": {"reference": "Patient/ldn-ms"},
+                 "authoredOn": (START + timedelta(days=50)).isoformat(),
+                 "medicationCodeableConcept": {"text": "tramadol 50 mg tablet"}})
+    adjust = TitrationRequest(start=WEEK_9, start_dose_mg=1.5, step_mg=1.5, interval_days=7, target_mg=3.0)
+    for decision, extra in (("continue", {}), ("adjust", {"titration": adjust})):
+        with pytest.raises(WriteRefused) as refused:
+            review(server, "ldn-ms", decision, **extra)
+        assert "nothing was written" in refused.value.user_message and "tramadol" in refused.value.user_message
+    assert [o["status"] for o in ours(search(server, "MedicationRequest", patient="ldn-ms"))] == ["active"]
+    assert len(pain_observations(server, "ldn-ms")) == 1  # the baseline only
+
+    review(server, "ldn-ms", "stop", benefit="none", stop_reason="Tramadol started for a fracture")
+    assert [o["status"] for o in ours(search(server, "MedicationRequest", patient="ldn-ms"))] == [
+        "stopped"]
+
+
 def test_continue_replaces_the_titration_order_with_a_maintenance_order_and_completes_the_review(server):
     sign(server, "ldn-fibromyalgia", baseline=7)
     [titration] = ours(search(server, "MedicationRequest", patient="ldn-fibromyalgia"))
