@@ -41,6 +41,8 @@ def cmd_due(args) -> int:
         print(json.dumps([r.to_json() for r in rows], indent=2))
         return EXIT_OK
     for r in rows:
-        print(f"{r.patient}  {r.window:<11}  review {r.review[0]} to {r.review[1]}  started {r.start}  {r.care_plan}")
+        who = f"  {r.name} (born {r.birth_date or 'unknown'})" if r.name else ""
+        print(f"{r.patient}  {r.window:<11}  review {r.review[0]} to {r.review[1]}  started {r.start}  "
+              f"{r.care_plan}{who}")
     print(f"{len(rows)} patient(s) due as of {args.as_of}" + (f" or within {args.within} days" if args.within else ""))
     return EXIT_OK

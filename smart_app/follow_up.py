@@ -25,6 +25,7 @@ from .fhir.build import ORDER_IDENTIFIER_SYSTEM, ORDER_TAG_SYSTEM, PAIN_NRS, own
 from .fhir.contract import parse_reference, reference_of
 from .fhir.parse import PatientData
 from .fhir.review import review_bundle
+from .open_servers import display_name
 from .services import own_order_keys
 
 log = logging.getLogger(__name__)
@@ -285,9 +286,12 @@ class DueReview:
     start: date | None
     review: tuple[date, date]
     window: str
+    name: str | None = None  # from the Patient the search included, when the server includes it
+    birth_date: str | None = None
 
     def to_json(self) -> dict:
-        return {"patient": self.patient, "care_plan": self.care_plan, "start": _iso(self.start),
+        return {"patient": self.patient, "name": self.name, "birth_date": self.birth_date,
+                "care_plan": self.care_plan, "start": _iso(self.start),
                 "review_from": self.review[0].isoformat(), "review_to": self.review[1].isoformat(),
                 "window": self.window}
 
@@ -296,16 +300,25 @@ def _iso(d: date | None) -> str | None:
     return d.isoformat() if d else None
 
 
+SUBJECT_INCLUDE = "CarePlan:subject:Patient"
+
+
 def due_reviews(gateway, *, as_of: date, within: int = 0) -> list[DueReview]:
     """Every active LDN plan this app wrote whose review is open or overdue on `as_of`, or opens within
-    `within` days, from one CarePlan search (all pages), earliest window first."""
-    found = gateway.search("CarePlan", {"identifier": f"{ORDER_IDENTIFIER_SYSTEM}|", "status": "active"})
+    `within` days, from one CarePlan search (all pages, with the patients when the server can include them),
+    earliest window first."""
+    params = {"identifier": f"{ORDER_IDENTIFIER_SYSTEM}|", "status": "active"}
+    if gateway.supports_include(SUBJECT_INCLUDE):
+        params["_include"] = SUBJECT_INCLUDE
+    found = gateway.search_with_includes("CarePlan", params)
     rows = []
-    for cp in found:
+    for cp in found.matches:
         review = open_review(cp)
         subject = reference_of(cp.get("subject"))
         if own_order_key(cp) and cp.get("status") == "active" and subject and is_due_within(review, as_of, within):
+            patient = found.included.get(subject.local) or {}
             rows.append(DueReview(subject.local, f"CarePlan/{cp.get('id')}",
                                   _date((cp.get("period") or {}).get("start")), review,
-                                  window_state(review, as_of).value))
+                                  window_state(review, as_of).value, display_name(patient) if patient else None,
+                                  patient.get("birthDate") if isinstance(patient.get("birthDate"), str) else None))
     return sorted(rows, key=lambda r: (r.review, r.patient))

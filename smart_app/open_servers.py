@@ -110,15 +110,20 @@ def _link(bundle: dict, relation: str) -> str | None:
     return None
 
 
-def _row(patient: dict) -> PatientRow:
+def display_name(patient: dict) -> str:
+    """A Patient's name as people read it: the first name's text, else given + family."""
     names = [n for n in patient.get("name") or () if isinstance(n, dict)]
     name = next((n["text"] for n in names if isinstance(n.get("text"), str)), None)
     if name is None and names:
         given = [g for g in names[0].get("given") or () if isinstance(g, str)]
         family = names[0].get("family") if isinstance(names[0].get("family"), str) else ""
         name = " ".join([*given, family]).strip()
+    return name or "(name not recorded)"
+
+
+def _row(patient: dict) -> PatientRow:
     birth, gender = patient.get("birthDate"), patient.get("gender")
-    return PatientRow(patient["id"], name or "(name not recorded)", birth if isinstance(birth, str) else "",
+    return PatientRow(patient["id"], display_name(patient), birth if isinstance(birth, str) else "",
                       gender if isinstance(gender, str) else "")
 
 

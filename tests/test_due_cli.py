@@ -54,6 +54,7 @@ def test_due_lists_the_patient_whose_review_window_is_open_and_not_the_one_still
     rows = json.loads(out)
     assert code == 0 and [r["patient"] for r in rows] == ["Patient/ldn-ms"]
     assert rows[0]["window"] == "due" and rows[0]["start"] == EARLY.isoformat()
+    assert (rows[0]["name"], rows[0]["birth_date"]) == ("Karen Lindqvist", "1980-10-16")  # staff call people
     assert (rows[0]["review_from"], rows[0]["review_to"]) == ((EARLY + timedelta(days=56)).isoformat(),
                                                               (EARLY + timedelta(days=84)).isoformat())
 
@@ -74,6 +75,7 @@ def test_a_review_past_its_window_is_overdue_in_the_text_listing(server, capsys)
     code, out, _ = due(capsys, "--server", server.base_url, "--as-of", late.isoformat())
     lines = out.splitlines()
     assert code == 0 and lines[0].startswith("Patient/ldn-ms  overdue")
+    assert lines[0].endswith("Karen Lindqvist (born 1980-10-16)")
     assert "Patient/ldn-refuted-crohns  due" in lines[1]
     assert lines[-1] == f"2 patient(s) due as of {late}"
 
