@@ -24,13 +24,11 @@ from .errors import AppError, FhirServerError, InputError, WriteRefused
 from .fhir.build import ORDER_IDENTIFIER_SYSTEM, ORDER_TAG_SYSTEM, PAIN_NRS, own_order_key
 from .fhir.contract import parse_reference, reference_of
 from .fhir.parse import PatientData
-from .fhir.review import review_bundle
+from .fhir.review import OPEN_STATUSES, REVIEW_CODE, review_bundle
 from .open_servers import display_name
 from .services import own_order_keys
 
 log = logging.getLogger(__name__)
-REVIEW_CODE = "efficacy-review"  # CodeSystem ldn-careplan-activity
-OPEN_STATUSES = ("scheduled", "not-started", "in-progress", "on-hold")
 
 
 @dataclass(frozen=True)

@@ -273,6 +273,20 @@ def test_adjust_writes_a_new_titration_inside_r1_and_refuses_one_outside(server)
     [new] = [o for o in orders if o["status"] == "active"]
     assert [d["doseAndRate"][0]["doseQuantity"]["value"] for d in new["dosageInstruction"]] == [1, 1.5, 2]
     assert [o["status"] for o in orders if o["id"] != new["id"]] == ["completed"]
+    plan = find_written_plan(gateway(server), "ldn-low-back-pain")  # the adjustment books its own review
+    assert plan.review == (WEEK_9 + timedelta(days=56), WEEK_9 + timedelta(days=84))
+
+    later = WEEK_9 + timedelta(days=60)
+    data, problems = read_patient(gateway(server), "ldn-low-back-pain")
+    record_review(gateway(server), "ldn-low-back-pain", Review(2, "clear", (), "", "continue"),
+                  assess_data(data, as_of=later, data_problems=problems), as_of=later, requester=PRESCRIBER)
+    [care_plan] = ours(search(server, "CarePlan", patient="ldn-low-back-pain"))
+    reviews = [a for a in care_plan["activity"] if a.get("detail", {}).get("code", {}).get("coding", [{}])[0].get(
+        "code") == "efficacy-review"]
+    assert [r["detail"]["status"] for r in reviews] == ["completed", "completed"]
+    assert [{c["coding"][0]["code"] for c in r["outcomeCodeableConcept"]} for r in reviews] == [
+        {"benefit-partial", "adjust", "vivid-dreams"}, {"benefit-clear", "continue"}]  # each keeps its outcome
+    assert [str(p) for p in validate(care_plan)] == []
 
 
 # --- the pages, in process against the same sekmet ---------------------------------------------------------

@@ -306,7 +306,7 @@ BROKEN = [
     ("review at 30 days", "CarePlan", lambda r: review(r).update(scheduledPeriod={"start": "2026-02-19"}),
      "CarePlan.activity[1]", "ldn-cp-3"),
     ("review at 100 days", "CarePlan", lambda r: review(r).update(scheduledPeriod={"start": "2026-04-30"}),
-     "CarePlan.activity[1]", "ldn-cp-3"),
+     "CarePlan", "ldn-cp-10"),
     ("review window ending after 12 weeks", "CarePlan", lambda r: review(r)["scheduledPeriod"].update(end="2026-05-01"),
      "CarePlan.activity[1]", "ldn-cp-3"),
     ("review activity status bogus", "CarePlan", lambda r: review(r).update(status="booked"),

@@ -131,6 +131,15 @@ def _activity(code: str, text: str, status: str, start: date, end: date | None, 
                        "description": description}}
 
 
+def efficacy_review(start: date) -> dict:
+    """The CarePlan activity that books the efficacy review 8-12 weeks after a titration starting on `start`."""
+    low, high = REVIEW_WINDOW_DAYS
+    return _activity("efficacy-review", "LDN efficacy review (8-12 weeks)", "scheduled", start + timedelta(days=low),
+                     start + timedelta(days=high),
+                     "Review pain and function after 8-12 weeks of consistent use; with no benefit, consider "
+                     "stopping (R6; 001, 003).", kind="Appointment")
+
+
 def pain_observation(patient: str, score: int, when: datetime, performer: str | None, key: str,
                      kind: str) -> dict:
     """A 0-10 NRS pain score (LOINC 72514-3); `kind` (baseline, review) and `key` make its identifier."""
@@ -169,10 +178,7 @@ def care_plan(plan: OrderPlan, key: str, mr_urn: str, baseline_urn: str | None =
         "addresses": [{"reference": r} for r in plan.reasons],
         "activity": [
             {"reference": {"reference": mr_urn, "display": "Low-dose naltrexone titration"}},
-            _activity("efficacy-review", "LDN efficacy review (8-12 weeks)", "scheduled", start + timedelta(days=low),
-                      start + timedelta(days=high),
-                      "Review pain and function after 8-12 weeks of consistent use; with no benefit, consider "
-                      "stopping (R6; 001, 003).", kind="Appointment"),
+            efficacy_review(start),
             _activity("withdrawal-monitoring", "Monitor for withdrawal signs or increased pain", "not-started", start,
                       start + timedelta(days=14),
                       "On starting, watch for opioid withdrawal signs or increased pain (R6; 000).",

@@ -8,7 +8,7 @@ If-Match on the version the server gave, so a second send of the same review cha
 from __future__ import annotations
 
 import copy
-from datetime import datetime
+from datetime import date, datetime
 
 from ..clinical.follow_up import BENEFITS, DECISIONS, SIDE_EFFECTS
 from ..clinical.model import OrderPlan
@@ -19,6 +19,7 @@ from .build import (
     ORDER_TAG_SYSTEM,
     _ref,
     _urn,
+    efficacy_review,
     medication_request,
     pain_observation,
     validated_bundle,
@@ -26,6 +27,7 @@ from .build import (
 
 REVIEW_OUTCOME_SYSTEM = CANONICAL_BASE + "/CodeSystem/ldn-review-outcome"
 REVIEW_CODE = "efficacy-review"
+OPEN_STATUSES = ("scheduled", "not-started", "in-progress", "on-hold")  # a CarePlan activity still to be done
 NEW_ORDER_STATUS = {"continue": "completed", "adjust": "completed", "stop": "stopped"}
 
 
@@ -39,16 +41,18 @@ def outcome_concepts(benefit: str, decision: str, side_effects: tuple[str, ...])
 
 
 def reviewed_care_plan(care_plan: dict, review, key: str, pain_urn: str | None, new_order_urn: str | None,
-                       when: datetime) -> dict:
-    """The CarePlan with its efficacy review completed and the outcome recorded (and completed on stop)."""
+                       when: datetime, new_start: date | None = None) -> dict:
+    """The CarePlan with its efficacy review completed and the outcome recorded (and completed on stop);
+    an adjustment (a new titration from `new_start`) books the next efficacy review 8-12 weeks after it."""
     cp = copy.deepcopy(care_plan)
     cp["meta"] = {**(cp.get("meta") or {}), "tag": [*((cp.get("meta") or {}).get("tag") or []),
                                                     {"system": ORDER_TAG_SYSTEM, "code": key}]}
     cp["meta"].pop("lastUpdated", None)
     for activity in cp.get("activity") or []:
         detail = activity.get("detail") or {}
-        if any(c.get("code") == REVIEW_CODE for c in (detail.get("code") or {}).get("coding") or []):
-            detail["status"] = "completed"
+        if detail.get("status") in OPEN_STATUSES and any(
+                c.get("code") == REVIEW_CODE for c in (detail.get("code") or {}).get("coding") or []):
+            detail["status"] = "completed"  # the open review only: an earlier one keeps its outcome
             activity["outcomeCodeableConcept"] = outcome_concepts(review.benefit, review.decision,
                                                                   review.side_effects)
             if pain_urn:
@@ -57,6 +61,8 @@ def reviewed_care_plan(care_plan: dict, review, key: str, pain_urn: str | None, 
                 activity["progress"] = [{"time": when.isoformat(), "text": "Side effects: " + review.side_effect_text}]
     if new_order_urn:
         cp["activity"].append({"reference": {"reference": new_order_urn, "display": review.order_display}})
+    if review.decision == "adjust" and new_start:
+        cp["activity"].append(efficacy_review(new_start))
     if review.decision == "stop":
         cp["status"] = "completed"
         cp.setdefault("period", {})["end"] = when.date().isoformat()
@@ -115,7 +121,8 @@ def review_bundle(written, review, key: str, when: datetime, requester: str | No
     if written.order is not None:
         entries.append(_put(closed_order(written.order, review, when), written.order_ref, base_url))
         targets.append(written.order_ref)
-    cp = reviewed_care_plan(written.care_plan, review, key, pain_urn, order_urn, when)
+    cp = reviewed_care_plan(written.care_plan, review, key, pain_urn, order_urn, when,
+                            new_plan.titration.start if new_plan else None)
     entries.append(_put(cp, written.care_plan_ref, base_url))
     targets.append(written.care_plan_ref)
     entries.append(_post(_urn(key, "pv"), review_provenance(key, targets, when, requester, review),
