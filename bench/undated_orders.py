@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synthea_like import corpus  # noqa: E402
 
-from smart_app.clinical.opioids import WASHOUT_DEFAULT  # noqa: E402
+from smart_app.clinical.rules.r2_opioid_washout import WASHOUT_DEFAULT  # noqa: E402
 from smart_app.fhir.parse import patient_data  # noqa: E402
 from smart_app.services import assess_data  # noqa: E402
 

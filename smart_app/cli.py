@@ -9,10 +9,9 @@ from datetime import date
 from pathlib import Path
 
 from .clinical.model import Assessment, TitrationRequest
-from .clinical.opioids import validate_washout
 from .errors import AppError, InputError, UnreadableInput, WriteRefused
 from .fhir.parse import PatientData, patients_from_bundle
-from .services import SignRequest, assess_data, assessment_to_json, plan_order
+from .services import SignRequest, assess_data, assessment_to_json, check_washout, plan_order
 
 EXIT_OK, EXIT_REFUSED, EXIT_UNREADABLE = 0, 1, 2
 
@@ -57,7 +56,7 @@ def print_assessment(a: Assessment, out) -> None:
 def cmd_assess(args) -> int:
     """Every patient of every file (or the one on --server); an unreadable file gets one line, exit 2, and the
     other files are still assessed."""
-    validate_washout(args.washout_days)
+    check_washout(args.washout_days)
     if args.server or args.patient:
         from .cli_server import assess_on_server
 
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print("ldn-app: refused: " + " ".join(exc.problems), file=sys.stderr)
         return EXIT_REFUSED
-    except ValueError as exc:  # e.g. washout outside 7-10
+    except ValueError as exc:  # not from the core: services turn its errors into InputError
         print(f"ldn-app: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except AppError as exc:

@@ -8,18 +8,18 @@ import logging
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from .clinical.follow_up import (
+from .clinical.model import BLOCKING, Assessment, Finding, MedClass, OrderPlan, Severity, TitrationRequest
+from .clinical.rules.r1_titration import build_schedule, validation_problems
+from .clinical.rules.r2_opioid_washout import opioid_alerts
+from .clinical.rules.r6_follow_up import (
     PlanStep,
     Review,
     Standing,
     is_due_within,
-    opioid_alerts,
     review_problems,
     standing,
     window_state,
 )
-from .clinical.model import BLOCKING, Assessment, Finding, MedClass, OrderPlan, Severity, TitrationRequest
-from .clinical.titration import build_schedule
 from .errors import AppError, FhirServerError, InputError, WriteRefused
 from .fhir.build import ORDER_IDENTIFIER_SYSTEM, ORDER_TAG_SYSTEM, PAIN_NRS, own_order_key
 from .fhir.contract import parse_reference, reference_of
@@ -220,12 +220,10 @@ def new_order_plan(plan: WrittenPlan, review: Review, assessment: Assessment, as
     refuse_new_order_while_blocked(plan, review, assessment)
     titration = review.titration if review.decision == "adjust" else maintenance_titration(plan, as_of)
     problems = [] if titration.start >= as_of else [f"The new start date {titration.start} is in the past."]
-    try:
-        steps = build_schedule(titration)
-    except ValueError as exc:
-        problems += exc.args[0]
+    problems += validation_problems(titration)
     if problems:
         raise InputError(problems)
+    steps = build_schedule(titration)
     reasons = tuple(r.local for r in (reference_of(a) for a in plan.care_plan.get("addresses") or []) if r and r.local)
     return OrderPlan(patient=assessment.patient, assessment=assessment, titration=titration, steps=steps,
                      reasons=reasons, requester=requester, authored_on=as_of)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
 
-from .clinical.eligibility import assess
-from .clinical.model import BLOCKING, Assessment, Decision, OrderPlan, Severity, TitrationRequest
-from .clinical.opioids import WASHOUT_DEFAULT
+from .clinical.assess import assess
+from .clinical.errors import ClinicalError, InvalidTitration
+from .clinical.model import Assessment, OrderPlan, TitrationRequest
+from .clinical.rules.r1_titration import DOSE_RANGE_TEXT, build_schedule
+from .clinical.rules.r2_opioid_washout import WASHOUT_DEFAULT, validate_washout
+from .clinical.rules.r5_contraindications import HOLD_DAYS_TEXT
+from .clinical.rules.r6_follow_up import REVIEW_WINDOW_TEXT
+from .clinical.signing import NEED_MESSAGES, Refusal, signing_verdict
 from .clinical.terminology import Terminology, default_terminology
-from .clinical.titration import build_schedule
 from .errors import (
     AppError,
     FhirAuthError,
@@ -28,14 +33,34 @@ from .fhir.parse import PatientData
 from .smart.scopes import missing_undo, missing_write
 
 log = logging.getLogger(__name__)
+# The rules' words the templates show (a context processor passes them as `rule_text`).
+RULE_TEXT = {"review_window": REVIEW_WINDOW_TEXT, "hold_days": HOLD_DAYS_TEXT, "dose_range": DOSE_RANGE_TEXT}
+
+
+@contextmanager
+def core_errors() -> Iterator[None]:
+    """The one place core errors become app errors: a value the rules refuse is the user's input problem."""
+    try:
+        yield
+    except InvalidTitration as exc:
+        raise InputError(list(exc.problems)) from exc
+    except ClinicalError as exc:
+        raise InputError(str(exc)) from exc
 
 
 def assess_data(data: PatientData, *, as_of: date, washout_days: int = WASHOUT_DEFAULT, start: date | None = None,
                 reasons: tuple[str, ...] | None = None, data_problems: tuple[str, ...] = (),
                 terminology: Terminology | None = None) -> Assessment:
-    return assess(data.patient_id, data.medications, data.conditions, as_of=as_of,
-                  terminology=terminology or default_terminology(), washout_days=washout_days, start=start,
-                  reasons=reasons, data_problems=(*data.problems, *data_problems))
+    with core_errors():
+        return assess(data.patient_id, data.medications, data.conditions, as_of=as_of,
+                      terminology=terminology or default_terminology(), washout_days=washout_days, start=start,
+                      reasons=reasons, data_problems=(*data.problems, *data_problems))
+
+
+def check_washout(days: int) -> int:
+    """The washout days, when R2 allows them (7-10); InputError otherwise."""
+    with core_errors():
+        return validate_washout(days)
 
 
 def unreadable_type_problems(types: Iterable[str]) -> tuple[str, ...]:
@@ -96,10 +121,8 @@ class SignRequest:
 def plan_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days: int = WASHOUT_DEFAULT,
                recorded: datetime | None = None, data_problems: tuple[str, ...] = ()) -> tuple[OrderPlan, dict]:
     """Check a clinician's signed choices against the rules; return the plan and its transaction Bundle."""
-    try:
+    with core_errors():
         steps = build_schedule(req.titration)
-    except ValueError as exc:
-        raise InputError(exc.args[0]) from exc
     problems = []
     if req.titration.start < as_of:
         problems.append(f"The start date {req.titration.start} is in the past.")
@@ -120,20 +143,12 @@ def plan_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days
 
 
 def check_signable(assessment: Assessment, req: SignRequest) -> None:
-    """What each decision requires before anything is written (R2, R4, R5)."""
-    if not assessment.can_sign:
-        blocking = [f for f in assessment.findings if f.severity in BLOCKING]
-        reasons = [f"{f.rule}: {f.text}" for f in blocking]
-        lead = ("Not yet - opioid washout: cannot be signed for this start date."
-                if all(f.severity is Severity.WAIT for f in blocking) else "Contraindicated - cannot be signed.")
-        raise WriteRefused("; ".join(reasons), user_message=f"{lead} " + " ".join(reasons))
-    if assessment.decision is Decision.NOT_RECOMMENDED and not (req.override_reason or "").strip():
-        raise InputError("LDN is recommended against for the chosen reason (R4): type the reason to proceed.")
-    if assessment.decision is Decision.CANNOT_DETERMINE and not (req.attestation or "").strip():
-        raise InputError("The assessment could not determine everything (cannot-determine): confirm the "
-                         "attestation that you checked the unreadable or unclassified data.")
-    if not assessment.reasons:
-        raise InputError("Choose the condition this order is for (the reason for the order).")
+    """The core's signing policy (clinical.signing), as the app's errors: refused, or input still needed."""
+    verdict = signing_verdict(assessment, override_reason=req.override_reason, attestation=req.attestation)
+    if isinstance(verdict, Refusal):
+        raise WriteRefused("; ".join(verdict.reasons), user_message=f"{verdict.lead} " + " ".join(verdict.reasons))
+    if verdict is not None:
+        raise InputError(NEED_MESSAGES[verdict])
 
 
 def iso(d: date | None) -> str | None:

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from smart_app.clinical.eligibility import assess
+from smart_app.clinical.assess import assess
 from smart_app.clinical.model import Coding, Diagnosis, ExposureState, MedicationExposure
 from smart_app.clinical.terminology import ICD10CM, RXNORM, SNOMED, default_terminology
 

@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
-from smart_app.clinical.exposure import RecordDates, interpret, parse_fhir_date
 from smart_app.clinical.model import ExposureState
+from smart_app.clinical.rules.r2_record_dates import RecordDates, interpret, parse_fhir_date
 from smart_app.fhir.parse import exposure_from
 
 D = date.fromisoformat

@@ -9,8 +9,8 @@ import requests
 from fake_ehr import ISS, form_fields, launch
 from werkzeug.datastructures import MultiDict
 
-from smart_app.clinical.follow_up import Review, ReviewWindow, pain_score
 from smart_app.clinical.model import TitrationRequest
+from smart_app.clinical.rules.r6_follow_up import Review, ReviewWindow, pain_score
 from smart_app.errors import InputError
 from smart_app.fhir.gateway import FhirGateway
 from smart_app.fhir.load import load_bundles

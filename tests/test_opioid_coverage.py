@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from smart_app.clinical.classify import classify
 from smart_app.clinical.model import Coding, ExposureState, MedClass, MedicationExposure
-from smart_app.clinical.opioids import classify
 from smart_app.clinical.terminology import ATC, RXNORM, default_terminology
 
 TABLE = Path(__file__).parent / "data" / "opioid_ingredient_coverage.csv"

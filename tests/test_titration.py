@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from smart_app.clinical.model import TitrationRequest
-from smart_app.clinical.titration import build_schedule, describe_step
+from smart_app.clinical.rules.r1_titration import build_schedule, describe_step
 
 START = date(2026, 2, 1)
 

@@ -67,7 +67,7 @@ def stored(resource: dict, ids: dict[str, str]) -> dict:
 
 def review_example(mr: dict, cp: dict) -> dict:
     """The review transaction at week 9 for the example plan: pain 3/10, clear benefit, continue at 4.5 mg."""
-    from smart_app.clinical.follow_up import Review, review_window
+    from smart_app.clinical.rules.r6_follow_up import Review, review_window
     from smart_app.fhir.parse import patients_from_bundle
     from smart_app.fhir.review import review_bundle
     from smart_app.follow_up import WrittenPlan, new_order_plan, plan_steps, review_key

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date
 
+from ..clinical.classify import classify
 from ..clinical.model import ExposureState, MedClass
-from ..clinical.opioids import classify
 from ..clinical.terminology import Terminology, default_terminology
 from ..errors import InputError
 from ..fhir.contract import FHIR_ID, MEDICATION_USE_TYPES, index_keys

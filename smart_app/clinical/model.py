@@ -65,6 +65,20 @@ class MedClass(StrEnum):
     UNCLASSIFIED = "unclassified"
 
 
+class ConditionRole(StrEnum):
+    """What a diagnosis is to the rules: the ValueSet it falls in (one diagnosis may have several roles)."""
+
+    INDICATION = "indication"  # R3 qualifying indication
+    LIKELY_RESPONDER = "likely-responder"  # R3 note: neuropathic pain, CRPS
+    UNLIKELY_RESPONDER = "unlikely-responder"  # R3 note: spondylosis
+    CROHNS = "crohns"  # R4 recommended against
+    MS = "ms"  # R4 insufficient evidence
+    HEPATIC = "hepatic"  # R5 contraindication: acute hepatitis, decompensated liver disease
+    LIVER_CAUTION = "liver-caution"  # R5 caution: chronic liver disease without decompensation
+    OUD = "oud"  # R2 opioid use disorder
+    OUD_REMISSION = "oud-remission"  # R2 opioid use disorder in remission
+
+
 class ExposureState(StrEnum):
     """What a medication record says about use, once status and dates are read."""
 
@@ -180,7 +194,7 @@ class MedicationSummary:
 class ConditionSummary:
     resource: str
     name: str
-    categories: tuple[str, ...]  # value-set roles: "indication", "crohns", "ms", ...
+    categories: tuple[ConditionRole, ...]  # value-set roles
     counts: bool  # active and not refuted / entered-in-error
     clinical_status: str | None
     verification_status: str | None

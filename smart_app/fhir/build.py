@@ -12,10 +12,21 @@ import json
 import uuid
 from datetime import date, datetime, timedelta
 
-from ..clinical.follow_up import REVIEW_WINDOW_DAYS
 from ..clinical.model import OWN_ORDER_SYSTEM, OrderPlan, TitrationStep
+from ..clinical.rules.r1_titration import PHARMACY_NOTE, describe_step
+from ..clinical.rules.r5_contraindications import HOLD_ACTIVITY_DISPLAY, HOLD_ACTIVITY_TEXT
+from ..clinical.rules.r6_follow_up import (
+    MONITORING_DAYS,
+    MONITORING_DISPLAY,
+    MONITORING_TEXT,
+    REVIEW_ACTIVITY_DISPLAY,
+    REVIEW_ACTIVITY_TEXT,
+    REVIEW_WINDOW_DAYS,
+    REVIEW_WINDOW_TEXT,
+    SIDE_EFFECT_CHECK_DAYS,
+    SIDE_EFFECT_CHECK_TEXT,
+)
 from ..clinical.terminology import CANONICAL_BASE, RXNORM, SNOMED, UCUM
-from ..clinical.titration import describe_step
 from .models import validate_r4
 
 ORDER_IDENTIFIER_SYSTEM = OWN_ORDER_SYSTEM
@@ -28,10 +39,6 @@ PROFILE_PAIN_OBSERVATION = CANONICAL_BASE + "/StructureDefinition/ldn-pain-score
 LOINC = "http://loinc.org"
 PAIN_NRS = {"system": LOINC, "code": "72514-3",
             "display": "Pain severity - 0-10 verbal numeric rating [Score] - Reported"}
-PHARMACY_NOTE = (
-    "Compounded low-dose naltrexone: commercial naltrexone tablets are 50 mg, so LDN must be compounded "
-    "(capsules or liquid). Oral; potency up to one year at room temperature away from light (R1; 000, 001, 002)."
-)
 ORAL = {"system": SNOMED, "code": "26643006", "display": "Oral route"}
 _UUID_NS = uuid.UUID("6f1c2a52-3d0e-4b8e-9a57-2f6f0b1d5c11")
 
@@ -132,12 +139,10 @@ def _activity(code: str, text: str, status: str, start: date, end: date | None, 
 
 
 def efficacy_review(start: date) -> dict:
-    """The CarePlan activity that books the efficacy review 8-12 weeks after a titration starting on `start`."""
+    """The CarePlan activity booking the efficacy review (REVIEW_WINDOW_TEXT) after a titration from `start`."""
     low, high = REVIEW_WINDOW_DAYS
-    return _activity("efficacy-review", "LDN efficacy review (8-12 weeks)", "scheduled", start + timedelta(days=low),
-                     start + timedelta(days=high),
-                     "Review pain and function after 8-12 weeks of consistent use; with no benefit, consider "
-                     "stopping (R6; 001, 003).", kind="Appointment")
+    return _activity("efficacy-review", REVIEW_ACTIVITY_DISPLAY, "scheduled", start + timedelta(days=low),
+                     start + timedelta(days=high), REVIEW_ACTIVITY_TEXT, kind="Appointment")
 
 
 def pain_observation(patient: str, score: int, when: datetime, performer: str | None, key: str,
@@ -160,7 +165,6 @@ def pain_observation(patient: str, score: int, when: datetime, performer: str | 
 
 def care_plan(plan: OrderPlan, key: str, mr_urn: str, baseline_urn: str | None = None) -> dict:
     start = plan.titration.start
-    low, high = REVIEW_WINDOW_DAYS
     supporting = [{"reference": baseline_urn, "display": "Baseline pain score (0-10)"}] if baseline_urn else None
     return _without_none({
         "resourceType": "CarePlan",
@@ -169,8 +173,8 @@ def care_plan(plan: OrderPlan, key: str, mr_urn: str, baseline_urn: str | None =
         "status": "active",
         "intent": "plan",
         "title": "Low-dose naltrexone: titration, monitoring and efficacy review",
-        "description": "LDN titration per R1; efficacy review 8-12 weeks after the start (R6); hold before "
-                       "procedures needing opioids (R5).",
+        "description": f"LDN titration per R1; efficacy review {REVIEW_WINDOW_TEXT} after the start (R6); hold "
+                       "before procedures needing opioids (R5).",
         "subject": {"reference": f"Patient/{plan.patient}"},
         "period": {"start": start.isoformat()},
         "created": plan.authored_on.isoformat(),
@@ -179,16 +183,13 @@ def care_plan(plan: OrderPlan, key: str, mr_urn: str, baseline_urn: str | None =
         "activity": [
             {"reference": {"reference": mr_urn, "display": "Low-dose naltrexone titration"}},
             efficacy_review(start),
-            _activity("withdrawal-monitoring", "Monitor for withdrawal signs or increased pain", "not-started", start,
-                      start + timedelta(days=14),
-                      "On starting, watch for opioid withdrawal signs or increased pain (R6; 000).",
+            _activity("withdrawal-monitoring", MONITORING_DISPLAY, "not-started", start,
+                      start + timedelta(days=MONITORING_DAYS), MONITORING_TEXT, kind="CommunicationRequest"),
+            _activity("side-effect-check", "Side-effect check", "not-started", start,
+                      start + timedelta(days=SIDE_EFFECT_CHECK_DAYS), SIDE_EFFECT_CHECK_TEXT,
                       kind="CommunicationRequest"),
-            _activity("side-effect-check", "Side-effect check", "not-started", start, start + timedelta(days=28),
-                      "Vivid dreams (most common), headache, sleep disturbance, tachycardia, dizziness, nausea; "
-                      "usually settle in the first weeks (R6; 000, 001, 004).", kind="CommunicationRequest"),
-            _activity("procedure-hold", "Hold LDN before procedures needing opioids", "not-started", start, None,
-                      "Hold LDN 2-3 days before elective procedures needing opioids; stop before any procedure "
-                      "needing opioid analgesia; avoid alcohol (R5; 001, 003, 004).", kind="Task"),
+            _activity("procedure-hold", HOLD_ACTIVITY_DISPLAY, "not-started", start, None, HOLD_ACTIVITY_TEXT,
+                      kind="Task"),
         ],
         "supportingInfo": supporting,
     })

@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ..clinical.exposure import RecordDates, interpret, parse_fhir_date
+from ..clinical.errors import InvalidDate
 from ..clinical.model import Coding, Diagnosis, DrugReading, MedicationExposure
+from ..clinical.rules.r2_record_dates import RecordDates, interpret, parse_fhir_date
 from ..errors import UnreadableInput
 from .contract import (
     MEDICATION_USE_TYPES,
@@ -70,7 +71,7 @@ class Unreadable(Exception):
 @lru_cache(maxsize=4096)
 def _date(value: str, end_of_period: bool = False):
     if not _FHIR_DATE.fullmatch(value):
-        raise ValueError(value)
+        raise InvalidDate(value)
     return parse_fhir_date(value, end_of_period=end_of_period)
 
 
@@ -136,9 +137,9 @@ class _Dates:
             return None
         try:
             if not isinstance(value, str):
-                raise ValueError(value)
+                raise InvalidDate(value)
             return _date(value, end)
-        except ValueError:
+        except InvalidDate:
             shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
             self.fail(f"unreadable date {shown} in {'.'.join(path)} (not a FHIR date)")
             return None

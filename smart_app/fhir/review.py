@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 from datetime import date, datetime
 
-from ..clinical.follow_up import BENEFITS, DECISIONS, SIDE_EFFECTS
 from ..clinical.model import OrderPlan
+from ..clinical.rules.r6_follow_up import BENEFITS, DECISIONS, SIDE_EFFECTS
 from ..clinical.terminology import CANONICAL_BASE
 from .build import (
     OBSERVATION_IDENTIFIER_SYSTEM,

@@ -7,8 +7,8 @@ from datetime import date
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from ..clinical.follow_up import BENEFITS, DECISIONS, SIDE_EFFECTS, TEXT_MAX, Review, pain_score
 from ..clinical.model import TitrationRequest
+from ..clinical.rules.r6_follow_up import BENEFITS, DECISIONS, SIDE_EFFECTS, TEXT_MAX, Review, pain_score
 from ..errors import FhirServerError, InputError, WriteRefused
 from ..follow_up import find_written_plan, follow_up, record_review
 from ..services import assess_data

@@ -17,9 +17,9 @@ from datetime import date, timedelta
 from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, session, url_for
 
 from .. import review as presentation
-from ..clinical.follow_up import TEXT_MAX, pain_score  # one limit for every free-text field
 from ..clinical.model import Assessment, TitrationRequest
-from ..clinical.titration import MAX_DOSE_MG, MIN_DOSE_MG, describe_step
+from ..clinical.rules.r1_titration import MAX_DOSE_MG, MIN_DOSE_MG, describe_step
+from ..clinical.rules.r6_follow_up import TEXT_MAX, pain_score  # one limit for every free-text field
 from ..errors import (
     CsrfError,
     InputError,
@@ -35,6 +35,7 @@ from ..fhir.parse import PatientData
 from ..follow_up import find_written_plan, may_have_written_plan
 from ..open_servers import OPEN_LAUNCH
 from ..services import (
+    RULE_TEXT,
     Outcome,
     SignRequest,
     assess_data,
@@ -130,7 +131,8 @@ def launched_patient_label(ctx: oauth.SmartContext) -> str:
 @bp.app_context_processor
 def _template_helpers():
     return {"anchor": lambda ref: "r-" + ref.replace("/", "-"), "long_date": presentation.long_date,
-            "full_date": presentation.full_date, "source_refs": presentation.source_refs}
+            "full_date": presentation.full_date, "source_refs": presentation.source_refs,
+            "rule_text": RULE_TEXT}
 
 
 # --- the form --------------------------------------------------------------------------------

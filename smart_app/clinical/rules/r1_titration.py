@@ -1,21 +1,37 @@
-"""R1 titration: the dose schedule from start date, start dose, step, interval and target.
+"""R1 dose, timing and titration: the schedule, its limits, and the words the order and findings share.
 
-Source (CLINICAL_RULES R1; 000, 001, 004): "start 1.5 mg at bedtime, increase by 1.5 mg every
-2 weeks, target and maximum 4.5 mg ... the app rejects any dose above 4.5 mg, below 0.5 mg,
-a non-positive step or interval, or a target below the start (clear message, nothing written)."
-Compounded LDN keeps potency up to one year; supplies are usually 30, 60 or 90 days (002).
+Rule R1, quoted from docs/clinical-rules.md ("R1 Dose and titration"), sources 000, 001, 002, 004:
+    "LDN doses run from 1 to 4.5 mg once a day (000). The default schedule (001, 004) starts at
+    1.5 mg at bedtime and rises by 1.5 mg every two weeks to 4.5 mg, which is also the ceiling."
+    "The app refuses a dose above 4.5 mg or below 0.5 mg, a step or interval that is not positive,
+    and a target lower than the starting dose; nothing is written in that case."
+    "LDN is taken by mouth and must be compounded (capsules or liquid), because naltrexone tablets
+    are only sold as 50 mg (000, 001, 002) ... Compounded LDN keeps for about a year at room
+    temperature away from light, and supplies of 30, 60 or 90 days are usual (002)."
+Sources: 000 "Recommended naltrexone dosing and management for pain control" (clinical Q&A, June
+2025); 001 "Typical naltrexone dose for reducing inflammation" (clinical Q&A, July 2025); 002
+"Low-dose naltrexone for pain" (compounding pharmacy article); 004 "Uses and dosing of LDN in
+fibromyalgia, Crohn's disease and multiple sclerosis" (clinical Q&A, January 2026).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from .model import TitrationRequest, TitrationStep
+from ..errors import InvalidTitration
+from ..model import Finding, Severity, TitrationRequest, TitrationStep
 
 MIN_DOSE_MG = 0.5
 MAX_DOSE_MG = 4.5
 MAX_STEPS = 12  # beyond this the schedule is unreadable for a patient; no source allows more
 MAX_SUPPLY_DAYS = 365  # compounded LDN potency limit (002)
+DOSE_RANGE_TEXT = f"{MIN_DOSE_MG:g}-{MAX_DOSE_MG:g} mg"
+PROTOCOL_TEXT = ("Protocol: 1.5 mg at bedtime, +1.5 mg every 2 weeks, target and maximum 4.5 mg; oral, "
+                 "compounded (commercial tablets are 50 mg).")
+PHARMACY_NOTE = (
+    "Compounded low-dose naltrexone: commercial naltrexone tablets are 50 mg, so LDN must be compounded "
+    "(capsules or liquid). Oral; potency up to one year at room temperature away from light (R1; 000, 001, 002)."
+)
 
 
 def validation_problems(req: TitrationRequest) -> list[str]:
@@ -52,10 +68,10 @@ def _step_count(req: TitrationRequest) -> int:
 
 
 def build_schedule(req: TitrationRequest) -> tuple[TitrationStep, ...]:
-    """The steps; raises ValueError listing every problem when the request breaks R1."""
+    """The steps; raises InvalidTitration listing every problem when the request breaks R1."""
     problems = validation_problems(req)
     if problems:
-        raise ValueError(problems)
+        raise InvalidTitration(tuple(problems))
     doses = _doses(req)
     steps = []
     for i, dose in enumerate(doses):
@@ -75,3 +91,8 @@ def describe_step(step: TitrationStep, first_day) -> str:
     day_to = (step.end - first_day).days + 1
     return (f"Take {step.dose_mg:g} mg by mouth at bedtime, days {day_from}-{day_to} "
             f"({step.start.isoformat()} to {step.end.isoformat()}).")
+
+
+def protocol_finding() -> Finding:
+    """The default protocol, shown with every assessment."""
+    return Finding("R1", "001, 004", Severity.INFO, PROTOCOL_TEXT, (), "protocol")

@@ -1,8 +1,13 @@
-"""R2 status and date semantics: what a medication record says about when the drug was used.
+"""R2 record dates: what a medication record's status and dates say about when the drug was used.
 
-Source (CLINICAL_RULES R2; 003, 004): "active / intended / on-hold / recent completed use is
-exposure; entered-in-error is not; not-taken is not; an unknown status or a missing date is
-'cannot determine', never 'no exposure'."
+Rule R2, quoted from docs/clinical-rules.md ("What the record says about use"), sources 003, 004:
+    "Medication statements, orders and dispenses all count. Active, intended and on-hold records,
+    and completed use that ended inside the washout, are exposure. Entered-in-error, not-taken,
+    cancelled and declined records are not. An unknown status, or an ended record whose dates
+    cannot be read, is cannot-determine."
+Sources: 003 "What low-dose naltrexone does for chronic pain" (pain clinic patient article); 004
+"Uses and dosing of LDN in fibromyalgia, Crohn's disease and multiple sclerosis" (clinical Q&A,
+January 2026); 21 CFR 1306.12 and 1306.22 (US controlled-substance prescription rules).
 
 Undated orders and dispenses (issue 8): a stopped or completed order that says when it was
 written but not when use ended is bounded, not guessed. What the order says comes first (its
@@ -29,7 +34,8 @@ import calendar
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from .model import ExposureState
+from ..errors import InvalidDate
+from ..model import ExposureState
 
 # Per resource type: status -> state. A status not listed (or missing) is UNKNOWN.
 STATUS_STATES: dict[str, dict[str, ExposureState]] = {
@@ -152,13 +158,20 @@ def bounded_last_day(resource_type: str, dates: RecordDates, recorded: date | No
     return dates.start + timedelta(days=longest), REGULATORY_BOUND
 
 
-def parse_fhir_date(value: object, *, end_of_period: bool = False) -> date | None:
+def parse_fhir_date(value: object, *, end_of_period: bool = False) -> date:
     """FHIR date/dateTime/instant -> date; partial dates widen to their first or last day.
 
-    Raises ValueError on a string that is not a FHIR date.
+    Raises InvalidDate on anything that is not a FHIR date.
     """
     if not isinstance(value, str):
-        raise ValueError(f"not a date: {value!r}")
+        raise InvalidDate(f"not a date: {value!r}")
+    try:
+        return _calendar_day(value, end_of_period)
+    except ValueError as exc:  # int() / date() on a malformed part
+        raise InvalidDate(f"not a date: {value!r}") from exc
+
+
+def _calendar_day(value: str, end_of_period: bool) -> date:
     head = value[:10]
     parts = head.split("-")
     if len(parts) == 3:
@@ -170,4 +183,4 @@ def parse_fhir_date(value: object, *, end_of_period: bool = False) -> date | Non
         return date(year, month, day)
     if len(parts) == 1 and len(parts[0]) == 4:
         return date(year, 12, 31) if end_of_period else date(year, 1, 1)
-    raise ValueError(f"not a date: {value!r}")
+    raise InvalidDate(f"not a date: {value!r}")

@@ -1,8 +1,18 @@
-"""R6 follow-up: pain scores, the 8-12 week review window and where a written LDN plan stands on a given day.
+"""R6 follow-up: the 8-12 week review window, monitoring, pain scores and where a written plan stands on a day.
 
-Source (CLINICAL_RULES R6; 000, 001, 003, 004): "Review efficacy at 8-12 weeks; with no benefit,
-consider stopping (001)." R2 (004): an opioid "negates both therapies" - a new opioid exposure
-after the start is an alert. R1: the titration steps. Time is a parameter (`as_of`); stdlib only.
+Rule R6, quoted from docs/clinical-rules.md ("R6 Follow-up"), sources 000, 001, 003, 004:
+    "Benefit takes time: two to four months of steady use (000), at least 8-10 weeks (003), several
+    weeks (004). Efficacy is reviewed at 8-12 weeks and LDN stopped if there is no benefit (001);
+    the care plan schedules that review."
+    "On starting, watch for withdrawal signs or more pain (000)."
+    "Side effects are usually mild and settle in the first weeks: vivid dreams (the most common),
+    headache, poor sleep, fast heartbeat, drowsiness, dizziness, nausea and stomach upset (000, 001,
+    004); about a third of patients report one (004)."
+Sources: 000 "Recommended naltrexone dosing and management for pain control" (clinical Q&A, June
+2025); 001 "Typical naltrexone dose for reducing inflammation" (clinical Q&A, July 2025); 003 "What
+low-dose naltrexone does for chronic pain" (pain clinic patient article); 004 "Uses and dosing of
+LDN in fibromyalgia, Crohn's disease and multiple sclerosis" (clinical Q&A, January 2026). An opioid
+taken after the start is an R2 alert (`r2_opioid_washout.opioid_alerts`). Time is a parameter.
 """
 
 from __future__ import annotations
@@ -11,10 +21,23 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
 
-from .model import ExposureState, Finding, MedClass, Severity
+from ..model import Finding, Severity
 
 PAIN_MIN, PAIN_MAX = 0, 10  # 0-10 numeric rating scale
 REVIEW_WINDOW_DAYS = (56, 84)  # 8-12 weeks after the first dose (R6; 001)
+REVIEW_WINDOW_TEXT = "8-12 weeks"  # REVIEW_WINDOW_DAYS in words, wherever the review is named
+REVIEW_ACTIVITY_DISPLAY = f"LDN efficacy review ({REVIEW_WINDOW_TEXT})"  # = CodeSystem ldn-careplan-activity
+REVIEW_ACTIVITY_TEXT = (f"Review pain and function after {REVIEW_WINDOW_TEXT} of consistent use; with no benefit, "
+                        "consider stopping (R6; 001, 003).")
+MONITORING_DAYS = 14  # withdrawal or more pain: the first dose step
+MONITORING_DISPLAY = "Monitor for withdrawal signs or increased pain"
+MONITORING_TEXT = "On starting, watch for opioid withdrawal signs or increased pain (R6; 000)."
+SIDE_EFFECT_CHECK_DAYS = 28
+SIDE_EFFECT_CHECK_TEXT = ("Vivid dreams (most common), headache, sleep disturbance, tachycardia, dizziness, nausea; "
+                          "usually settle in the first weeks (R6; 000, 001, 004).")
+FOLLOW_UP_TEXT = (f"Review efficacy at {REVIEW_WINDOW_TEXT} (benefit takes 2-4 months); monitor for withdrawal "
+                  "signs or increased pain on starting. Common side effects: vivid dreams, headache, sleep "
+                  "disturbance. 64% get some relief (004); ~30% pain reduction in fibromyalgia (003).")
 SIDE_EFFECTS = (  # R6 (000, 001, 004): the common side effects, most common first
     ("vivid-dreams", "Vivid dreams"), ("headache", "Headache"), ("sleep-disturbance", "Sleep disturbance or insomnia"),
     ("tachycardia", "Tachycardia"), ("drowsiness", "Drowsiness"), ("dizziness", "Dizziness"), ("nausea", "Nausea"),
@@ -43,7 +66,7 @@ def pain_score(raw: str, label: str) -> tuple[int | None, str | None]:
 
 
 def review_window(start: date) -> tuple[date, date]:
-    """The efficacy review window a plan starting on `start` books (8-12 weeks)."""
+    """The efficacy review window a plan starting on `start` books (REVIEW_WINDOW_TEXT)."""
     low, high = REVIEW_WINDOW_DAYS
     return start + timedelta(days=low), start + timedelta(days=high)
 
@@ -102,29 +125,6 @@ def change_in_pain(baseline: int | None, current: int | None) -> str:
     return f"{'down' if diff < 0 else 'up'} {abs(diff)} from {baseline}/10 to {current}/10"
 
 
-def opioid_alerts(medications, since: date) -> tuple[Finding, ...]:
-    """R2 alerts for opioid exposure on or after the LDN start (`medications`: an Assessment's
-    MedicationSummary list): current, or last used on or after `since`; undatable -> cannot-determine."""
-    alerts = []
-    for med in medications:
-        if med.classification is not MedClass.OPIOID or med.state is ExposureState.NONE:
-            continue
-        if med.state is ExposureState.UNKNOWN:
-            alerts.append(_alert(Severity.CANNOT_DETERMINE, "opioid-dates-unknown", med,
-                                 f"{med.name}: an opioid whose use cannot be dated ({med.date_problem or 'no date'}); "
-                                 "check whether it was taken with LDN."))
-        elif med.state is ExposureState.CURRENT or (med.last_exposure and med.last_exposure >= since):
-            alerts.append(_alert(Severity.CONTRAINDICATION, "opioid-since-start", med,
-                                 f"{med.name} ({med.resource}) since the LDN start on {since}: the opioid and "
-                                 "naltrexone block each other - LDN blocks the analgesia and can precipitate "
-                                 "withdrawal. Hold LDN or stop the opioid."))
-    return tuple(alerts)
-
-
-def _alert(severity: Severity, code: str, med, text: str) -> Finding:
-    return Finding("R2", "004, 003", severity, text, (med.resource,), code)
-
-
 TEXT_MAX = 1000  # every free-text field the clinician types (order form and review form)
 
 
@@ -163,3 +163,8 @@ def review_problems(review: Review) -> list[str]:
     if review.decision == "adjust" and review.titration is None:
         problems.append("Adjusting: give the new titration (start, doses, interval).")
     return problems
+
+
+def follow_up_finding() -> Finding:
+    """The review, monitoring and outcome figures, shown with every assessment."""
+    return Finding("R6", "000, 001, 003, 004", Severity.INFO, FOLLOW_UP_TEXT, (), "follow-up")
