@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from .clinical.model import BLOCKING, Assessment, Finding, MedClass, OrderPlan, Severity, TitrationRequest
+from .clinical.model import Assessment, Finding, MedClass, OrderPlan, TitrationRequest
 from .clinical.rules.r1_titration import build_schedule, validation_problems
 from .clinical.rules.r2_opioid_washout import opioid_alerts
 from .clinical.rules.r6_follow_up import (
@@ -20,6 +20,7 @@ from .clinical.rules.r6_follow_up import (
     standing,
     window_state,
 )
+from .clinical.signing import new_order_blockers
 from .errors import AppError, FhirServerError, InputError, WriteRefused
 from .fhir.build import ORDER_IDENTIFIER_SYSTEM, ORDER_TAG_SYSTEM, PAIN_NRS, own_order_key
 from .fhir.contract import parse_reference, reference_of
@@ -203,8 +204,7 @@ def maintenance_titration(plan: WrittenPlan, as_of: date) -> TitrationRequest:
 def refuse_new_order_while_blocked(plan: WrittenPlan, review: Review, assessment: Assessment) -> None:
     """Continue and adjust write a new LDN order: refused while an opioid (or anything else) blocks one now,
     or while an opioid's use since the start cannot be dated (R2: the opioid and LDN block each other)."""
-    undated = [a for a in opioid_alerts(assessment.medications, plan.start) if a.severity is Severity.CANNOT_DETERMINE]
-    blocking = [f for f in assessment.findings if f.severity in BLOCKING] + undated
+    blocking = new_order_blockers(assessment, plan.start)
     if blocking:
         reasons = " ".join(f"{f.rule}: {f.text}" for f in blocking)
         raise WriteRefused(reasons, user_message=f"A new LDN order ({review.decision}) cannot be written now; "
@@ -218,7 +218,7 @@ def new_order_plan(plan: WrittenPlan, review: Review, assessment: Assessment, as
     if review.decision == "stop":
         return None
     refuse_new_order_while_blocked(plan, review, assessment)
-    titration = review.titration if review.decision == "adjust" else maintenance_titration(plan, as_of)
+    titration = (review.titration if review.decision == "adjust" else None) or maintenance_titration(plan, as_of)
     problems = [] if titration.start >= as_of else [f"The new start date {titration.start} is in the past."]
     problems += validation_problems(titration)
     if problems:

@@ -164,6 +164,15 @@ def test_the_careplan_activity_codesystem_defines_every_code_the_builder_writes(
     assert written == codes == {"efficacy-review", "withdrawal-monitoring", "side-effect-check", "procedure-hold"}
 
 
+def test_the_careplan_activities_carry_the_codesystems_displays_so_the_plan_and_the_code_list_say_the_same():
+    published = {c["code"]: c["display"] for c in json.loads(
+        (ROOT / "terminology/CodeSystem-ldn-careplan-activity.json").read_text())["concept"]}
+    cp = entries(build("ldn-fibromyalgia"))["CarePlan"]
+    written = {c["code"]: c["display"] for a in cp["activity"] if "detail" in a for c in a["detail"]["code"]["coding"]}
+    assert written == published
+    assert published["efficacy-review"] == "LDN efficacy review (8-12 weeks)"
+
+
 # --- CapabilityStatement and SMART registration -----------------------------------------------------------
 
 def capability() -> dict:

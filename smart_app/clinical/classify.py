@@ -83,7 +83,8 @@ def disagreement(med: MedicationExposure, cls: MedClass, terminology: Terminolog
     A code we recognise as something else, or a readable name naming no drug of that class, disagrees
     (e.g. an opioid RxNorm code whose display names ibuprofen; both medication[x] naming different drugs).
     """
-    agree, disagree = [], []
+    agree: list[str] = []
+    disagree: list[str] = []
     for reading in med.readings:
         if reading.ingredient:
             continue

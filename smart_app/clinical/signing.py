@@ -5,15 +5,19 @@
 - `not-recommended` (R4) needs the clinician's written reason to proceed; `cannot-determine` needs their
   attestation that they checked what the app could not read or classify.
 - Every order needs the condition it is for.
+- At the efficacy review, a new order (continue, adjust) is also refused while an opioid's use since the LDN
+  start cannot be dated (R2: the opioid and LDN block each other).
 The first unmet requirement is the answer; the services turn it into the app's errors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 
 from .model import BLOCKING, Assessment, Decision, Finding, Severity
+from .rules.r2_opioid_washout import opioid_alerts
 
 
 class Need(StrEnum):
@@ -72,3 +76,9 @@ def signing_verdict(assessment: Assessment, *, override_reason: str | None,
                     attestation: str | None) -> Refusal | Need | None:
     """None when the order may be signed; else the Refusal, or the first Need the clinician must meet."""
     return refusal(assessment) or unmet_need(assessment, override_reason=override_reason, attestation=attestation)
+
+
+def new_order_blockers(assessment: Assessment, since: date) -> tuple[Finding, ...]:
+    """At the review: what refuses a new order now (blocking findings), plus opioids not datable since `since`."""
+    undated = tuple(a for a in opioid_alerts(assessment.medications, since) if a.severity is Severity.CANNOT_DETERMINE)
+    return tuple(f for f in assessment.findings if f.severity in BLOCKING) + undated

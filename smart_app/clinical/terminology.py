@@ -123,7 +123,7 @@ class Terminology:
 
     def __init__(self, valuesets: Iterable[dict]):
         self.valuesets: dict[str, dict] = {}
-        self._codes: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self._codes: dict[tuple[str | None, str], list[tuple[str, str]]] = {}
         terms: dict[str, list[tuple[str, str]]] = {}
         for vs in valuesets:
             self.valuesets[vs["id"]] = vs
@@ -164,7 +164,7 @@ class Terminology:
         cached = self._name_cache.get(text)
         if cached is None:
             norm = normalize_name(text)
-            found = []
+            found: list[Match] = []
             for m in self._term_re.finditer(norm):
                 term = m.group(1)
                 found.extend(Match(vs, display, f"name '{term}'") for vs, display in self._terms[term])

@@ -51,20 +51,26 @@ def safe_from(last_exposure: date, washout_days: int) -> date:
     return last_exposure + timedelta(days=washout_days)
 
 
+def is_undated(med: MedicationExposure) -> bool:
+    """Use whose last day is not known: an unknown state, or an end with no last day (never 'no exposure')."""
+    return med.state is ExposureState.UNKNOWN or (med.state is ExposureState.ENDED and med.last_exposure is None)
+
+
 def has_exposure_within(med: MedicationExposure, start: date, washout_days: int) -> bool:
-    """Current use, or use ended too recently for a first dose on `start`."""
+    """Current use, or use ended too recently (or on a day not known) for a first dose on `start`."""
     if med.state is ExposureState.CURRENT:
         return True
-    return med.state is ExposureState.ENDED and start < safe_from(med.last_exposure, washout_days)
+    last = med.last_exposure
+    return med.state is ExposureState.ENDED and (last is None or start < safe_from(last, washout_days))
 
 
 def earliest_start(opioids: Iterable[MedicationExposure], washout_days: int) -> date | None:
     """Latest washout end over ended opioid use; None if any use is current or undated."""
     ends = []
     for med in opioids:
-        if med.state in (ExposureState.CURRENT, ExposureState.UNKNOWN):
+        if med.state is ExposureState.CURRENT or is_undated(med):
             return None
-        if med.state is ExposureState.ENDED:
+        if med.state is ExposureState.ENDED and med.last_exposure is not None:
             ends.append(safe_from(med.last_exposure, washout_days))
     return max(ends) if ends else None
 
@@ -98,14 +104,16 @@ def opioid_findings(med: MedicationExposure, start: date, washout_days: int,
                          f"Current opioid: {what}. LDN blocks opioid analgesia and can precipitate "
                          f"withdrawal; the opioid must be stopped and the patient opioid-free for "
                          f"{washout_days} days before the first dose.", med)]
-    if med.state is ExposureState.UNKNOWN:
+    if is_undated(med):
         return [_finding(Severity.CANNOT_DETERMINE, "opioid-undated",
-                         f"Opioid {what}: {med.date_problem}. Cannot determine whether the patient "
-                         f"has been opioid-free for {washout_days} days; confirm with the patient.", med)]
-    if med.state is ExposureState.ENDED and med.bound:
-        return bounded_opioid_findings(med, what, start, washout_days)
-    if med.state is ExposureState.ENDED:
-        ok_from = safe_from(med.last_exposure, washout_days)
+                         f"Opioid {what}: {med.date_problem or 'no date tells when use ended'}. Cannot determine "
+                         f"whether the patient has been opioid-free for {washout_days} days; confirm with the "
+                         "patient.", med)]
+    last = med.last_exposure
+    if med.state is ExposureState.ENDED and last is not None and med.bound:
+        return bounded_opioid_findings(med, last, what, start, washout_days)
+    if med.state is ExposureState.ENDED and last is not None:
+        ok_from = safe_from(last, washout_days)
         if start < ok_from:
             return [_finding(Severity.WAIT, "opioid-washout",
                              f"Opioid exposure until {med.last_exposure}: {what}. The patient must be "
@@ -117,9 +125,11 @@ def opioid_findings(med: MedicationExposure, start: date, washout_days: int,
                      f"Not counted as exposure: {what}.", med)]
 
 
-def bounded_opioid_findings(med: MedicationExposure, what: str, start: date, washout_days: int) -> list[Finding]:
-    """An ended opioid record with no recorded end: blocks while its latest possible day is inside the washout."""
-    ok_from = safe_from(med.last_exposure, washout_days)
+def bounded_opioid_findings(med: MedicationExposure, last: date, what: str, start: date,
+                            washout_days: int) -> list[Finding]:
+    """An ended opioid record with no recorded end: blocks while its latest possible day (`last`) is inside the
+    washout."""
+    ok_from = safe_from(last, washout_days)
     since = f" (written {med.start})" if med.start else ""
     if start < ok_from:
         return [_finding(Severity.CANNOT_DETERMINE, "opioid-undated",
@@ -225,7 +235,8 @@ def oud_refs(conds: Sequence[ConditionSummary]) -> tuple[tuple[str, ...], tuple[
     Remission is documented by a remission code or clinicalStatus; an inactive, resolved or
     abated OUD diagnosis counts as past (a caution), never as nothing.
     """
-    active, remission = [], []
+    active: list[str] = []
+    remission: list[str] = []
     for c in conds:
         if ConditionRole.OUD not in c.categories or c.verification_status in NOT_COUNTED_VERIFICATION:
             continue

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
 
-from ..model import Finding, Severity
+from ..model import Finding, Severity, TitrationRequest
 
 PAIN_MIN, PAIN_MAX = 0, 10  # 0-10 numeric rating scale
 REVIEW_WINDOW_DAYS = (56, 84)  # 8-12 weeks after the first dose (R6; 001)
@@ -138,7 +138,7 @@ class Review:
     side_effect_text: str
     decision: str
     stop_reason: str = ""
-    titration: object = None  # TitrationRequest for adjust
+    titration: TitrationRequest | None = None  # the new schedule (adjust)
 
     @property
     def order_display(self) -> str:
