@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import date
 
+from .clinical.rules.r6_follow_up import REVIEW_WINDOW_TEXT
+
 EXIT_OK = 0
 
 
@@ -14,8 +16,8 @@ def register(sub) -> None:
 
     du = sub.add_parser("due", help="list patients whose LDN review window is open or overdue",
                         description="Search the FHIR server for the active LDN CarePlans this app wrote and list "
-                                    "the patients whose efficacy review (8-12 weeks after the start) is due, "
-                                    "overdue, or opens within DAYS.")
+                                    f"the patients whose efficacy review ({REVIEW_WINDOW_TEXT} after the start) is "
+                                    "due, overdue, or opens within DAYS.")
     du.add_argument("--server", required=True, metavar="BASE", help="the FHIR base URL")
     du.add_argument("--within", type=int, default=0, metavar="DAYS",
                     help="also list reviews whose window opens within DAYS (default 0)")
