@@ -24,4 +24,5 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[test]' 2> >(grep -v 'is ignored: it is neither' >&2)
 .venv/bin/ruff check .
+.venv/bin/mypy  # [tool.mypy] in pyproject.toml: smart_app, 0 errors
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

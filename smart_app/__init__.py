@@ -66,6 +66,6 @@ def _error_pages(app: Flask) -> None:
     def server_error(err):
         """Also what a failure after the view gives (saving the session): the sign outcome, if one is known."""
         cause = getattr(err, "original_exception", None)
-        known = isinstance(cause, AppError)
-        return render_template("error.html", message=cause.user_message if known else "Something went wrong.",
-                               outcome=g.get("sign_outcome")), cause.status if known else 500
+        message, status = (cause.user_message, cause.status) if isinstance(cause, AppError) else (
+            "Something went wrong.", 500)
+        return render_template("error.html", message=message, outcome=g.get("sign_outcome")), status

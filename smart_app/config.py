@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
-DEFAULTS: dict[str, object] = {
+DEFAULTS: dict[str, str | int | float] = {
     "ALLOWED_ISSUERS": "",  # comma-separated FHIR base URLs (iss) we accept launches from
     "CLIENT_ID": "ldn-app",
     "CLIENT_SECRET": "",  # set -> confidential client, client_secret_basic
@@ -44,12 +45,12 @@ DEFAULTS: dict[str, object] = {
 PREFIX = "LDN_"
 
 
-def from_environment(environ: dict[str, str] | None = None) -> dict[str, object]:
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, object]:
     """Defaults overridden by LDN_* variables, converted to the default's type."""
-    environ = os.environ if environ is None else environ
-    config = dict(DEFAULTS)
+    env = os.environ if environ is None else environ
+    config: dict[str, object] = dict(DEFAULTS)
     for key, default in DEFAULTS.items():
-        raw = environ.get(PREFIX + key)
+        raw = env.get(PREFIX + key)
         if raw is None:
             continue
         config[key] = type(default)(raw) if not isinstance(default, str) else raw

@@ -95,7 +95,11 @@ def read_plan(gateway, care_plan: dict) -> WrittenPlan:
     baseline_obs = _read_target(gateway, _baseline_reference(care_plan), "Observation", problems)
     steps = plan_steps(order) if order else ()
     start = _date((care_plan.get("period") or {}).get("start")) or min((s.start for s in steps), default=None)
-    return WrittenPlan(care_plan, order, own_order_key(care_plan), start, steps, open_review(care_plan),
+    key = own_order_key(care_plan)
+    if key is None or start is None:
+        raise FhirServerError(f"CarePlan/{care_plan.get('id')}: no order key or no start", user_message=(
+            "The LDN care plan in the chart has no order key or no start date; it cannot be followed up here."))
+    return WrittenPlan(care_plan, order, key, start, steps, open_review(care_plan),
                        pain_value(baseline_obs), tuple(problems))
 
 
@@ -112,8 +116,9 @@ def open_review(care_plan: dict) -> tuple[date, date] | None:
         detail = activity.get("detail") or {} if isinstance(activity, dict) else {}
         codes = {c.get("code") for c in (detail.get("code") or {}).get("coding") or []}
         period = detail.get("scheduledPeriod") or {}
-        if REVIEW_CODE in codes and detail.get("status") in OPEN_STATUSES and _date(period.get("start")):
-            return _date(period["start"]), _date(period.get("end")) or _date(period["start"])
+        opens = _date(period.get("start"))
+        if REVIEW_CODE in codes and detail.get("status") in OPEN_STATUSES and opens:
+            return opens, _date(period.get("end")) or opens
     return None
 
 
@@ -143,7 +148,7 @@ def pain_value(obs: dict | None) -> int | None:
 
 def plan_steps(order: dict) -> tuple[PlanStep, ...]:
     """The titration steps of a MedicationRequest this app wrote (one dosage per step)."""
-    steps = []
+    steps: list[PlanStep] = []
     for d in order.get("dosageInstruction") or []:
         bounds = ((d.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {}
         dose = ((d.get("doseAndRate") or [{}])[0].get("doseQuantity") or {}).get("value")
@@ -311,7 +316,8 @@ def due_reviews(gateway, *, as_of: date, within: int = 0) -> list[DueReview]:
     for cp in found.matches:
         review = open_review(cp)
         subject = reference_of(cp.get("subject"))
-        if own_order_key(cp) and cp.get("status") == "active" and subject and is_due_within(review, as_of, within):
+        if own_order_key(cp) and cp.get("status") == "active" and subject and subject.local and review \
+                and is_due_within(review, as_of, within):
             patient = found.included.get(subject.local) or {}
             rows.append(DueReview(subject.local, f"CarePlan/{cp.get('id')}",
                                   _date((cp.get("period") or {}).get("start")), review,

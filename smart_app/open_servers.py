@@ -35,7 +35,7 @@ def open_servers(config: Mapping) -> frozenset[str]:
 
 
 def is_open(config: Mapping, iss: str | None) -> bool:
-    return bool(iss) and normalize(iss) in open_servers(config)
+    return bool(iss) and normalize(str(iss)) in open_servers(config)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,8 @@ def display_name(patient: dict) -> str:
     name = next((n["text"] for n in names if isinstance(n.get("text"), str)), None)
     if name is None and names:
         given = [g for g in names[0].get("given") or () if isinstance(g, str)]
-        family = names[0].get("family") if isinstance(names[0].get("family"), str) else ""
+        family = names[0].get("family")
+        family = family if isinstance(family, str) else ""
         name = " ".join([*given, family]).strip()
     return name or "(name not recorded)"
 

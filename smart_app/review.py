@@ -239,11 +239,11 @@ def _last_day(row: DrugRow) -> date | None:
 
 def _row(name: str, classification: str, records: list[Record], today: date) -> DrugRow:
     dated = [r for r in records if r.start or r.last]
-    first = min(dated, key=lambda r: r.start or r.last, default=None)
-    last = max((r for r in records if r.last), key=lambda r: r.last, default=None)
+    first = min(dated, key=lambda r: r.start or r.last or date.min, default=None)
+    last = max((r for r in records if r.last), key=lambda r: r.last or date.min, default=None)
     current = any(r.current for r in records)
-    return DrugRow(name, classification, tuple(records), first, last, current,
-                   tuple(_span(r, today) for r in records if _span(r, today)))
+    spans = (_span(r, today) for r in records)
+    return DrugRow(name, classification, tuple(records), first, last, current, tuple(s for s in spans if s))
 
 
 def _span(r: Record, today: date) -> tuple[float, float] | None:

@@ -308,8 +308,9 @@ def _diagnostics(err: AppError) -> tuple[str, ...]:
 
 def bundle_key(bundle: dict) -> str:
     """The order key carried by the bundle's MedicationRequest."""
-    return next(own_order_key(e["resource"]) for e in bundle["entry"]
-                if e["resource"]["resourceType"] == "MedicationRequest")
+    orders = (e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "MedicationRequest")
+    keys = (own_order_key(order) for order in orders)
+    return next(key for key in keys if key)
 
 
 def find_order(gateway, key: str) -> dict | None:
@@ -383,6 +384,7 @@ def _place_sequentially(gateway, bundle: dict) -> WriteResult:
     delete on all three (smart.scopes.UNDO_NEEDS); `write_blockers` refuses to sign without them.
     """
     created: list[str] = []
+    by_type: dict[str, str] = {}
     urns: dict[str, str] = {}
     mr_ref, mr_status = None, None
     try:
@@ -391,6 +393,7 @@ def _place_sequentially(gateway, bundle: dict) -> WriteResult:
             ref = f"{stored['resourceType']}/{stored['id']}"
             urns[entry["fullUrl"]] = ref
             created.append(ref)
+            by_type[stored["resourceType"]] = ref
             if stored["resourceType"] == "MedicationRequest":
                 mr_ref, mr_status = ref, stored.get("status")
     except FhirServerError as err:  # an order already active (a retry) is never undone
@@ -400,7 +403,7 @@ def _place_sequentially(gateway, bundle: dict) -> WriteResult:
             gateway.set_status(mr_ref, "active")
         except FhirServerError as err:  # unanswered: it may be active now, so nothing is deleted
             raise WriteNotCompleted(err, _undo(gateway, created) if refused_before_commit(err) else ()) from err
-    return WriteResult({parse_reference(ref).resource_type: ref for ref in created})
+    return WriteResult(by_type)
 
 
 def _create_step(gateway, entry: dict, urns: dict[str, str]) -> dict:

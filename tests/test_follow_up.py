@@ -11,11 +11,12 @@ from werkzeug.datastructures import MultiDict
 
 from smart_app.clinical.model import TitrationRequest
 from smart_app.clinical.rules.r6_follow_up import Review, ReviewWindow, pain_score
-from smart_app.errors import InputError
+from smart_app.errors import FhirServerError, InputError
+from smart_app.fhir.build import ORDER_IDENTIFIER_SYSTEM
 from smart_app.fhir.gateway import FhirGateway
 from smart_app.fhir.load import load_bundles
 from smart_app.fhir.validate import validate
-from smart_app.follow_up import find_written_plan, follow_up, record_review
+from smart_app.follow_up import find_written_plan, follow_up, read_plan, record_review
 from smart_app.samples import SAMPLE_AS_OF, load_sample
 from smart_app.services import SignRequest, assess_data, place_order, plan_order, read_patient
 
@@ -391,3 +392,12 @@ def test_without_transaction_support_the_review_is_refused_and_nothing_is_writte
                       assess_data(data, as_of=WEEK_9), as_of=WEEK_9, requester=PRESCRIBER)
     assert [o["status"] for o in ours(search(server, "MedicationRequest", patient="ldn-opioid-entered-in-error"))] == [
         "active"]
+
+
+def test_a_care_plan_of_ours_with_no_start_date_is_refused_with_a_message_not_a_crash():
+    """No period.start and no readable order steps: the follow-up says so instead of failing on a missing date."""
+    care_plan = {"resourceType": "CarePlan", "id": "cp1", "status": "active", "activity": [],
+                 "identifier": [{"system": ORDER_IDENTIFIER_SYSTEM, "value": "k" * 32}]}
+    with pytest.raises(FhirServerError) as err:
+        read_plan(None, care_plan)
+    assert "no order key or no start date" in err.value.user_message

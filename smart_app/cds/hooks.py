@@ -87,7 +87,7 @@ def parse_call(service_id: str, body: object) -> HookCall:
     prefetch = body.get("prefetch", {})
     if not isinstance(prefetch, dict):
         problems.append("prefetch must be an object")
-    if problems:
+    if problems or not isinstance(bundle, dict) or not isinstance(patient_id, str):  # (each is a problem above)
         raise InputError(problems)
     drafts, medications = _draft_resources(bundle)
     return HookCall(service_id, patient_id, drafts, _selected(drafts, context.get("selections")), medications,

@@ -113,10 +113,13 @@ class ClientVerifier:
     clock: Callable[[], float] = time.time
 
     def __post_init__(self) -> None:
-        if self.seen is None:
-            self.seen = SeenTokens(clock=self.clock)
         self._jwks = {iss: jwt.PyJWKClient(url, cache_jwk_set=True, lifespan=JWKS_CACHE_SECONDS,
                                            timeout=self.timeout) for iss, url in self.clients.items()}
+
+    def _seen(self) -> SeenTokens | RedisSeenTokens:
+        if self.seen is None:
+            self.seen = SeenTokens(clock=self.clock)
+        return self.seen
 
     def verify(self, authorization: str | None, audience: str) -> dict:
         """The claims of a trusted, fresh, first-use token for `audience`; else Untrusted."""
@@ -134,7 +137,7 @@ class ClientVerifier:
             raise Untrusted(f"token rejected: {type(err).__name__}") from None
         if float(claims["exp"]) > self.clock() + MAX_LIFETIME + LEEWAY:
             raise Untrusted(f"token lifetime exceeds {MAX_LIFETIME} s")
-        if not self.seen.first_use(f"{iss} {claims['jti']}", float(claims["exp"])):
+        if not self._seen().first_use(f"{iss} {claims['jti']}", float(claims["exp"])):
             raise Untrusted("token replayed (jti already used)")
         return claims
 

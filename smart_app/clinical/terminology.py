@@ -128,7 +128,7 @@ class Terminology:
         for vs in valuesets:
             self.valuesets[vs["id"]] = vs
             for include in vs.get("compose", {}).get("include", []):
-                system = normalize_system(include.get("system"))
+                system = normalize_system(include.get("system")) or ""
                 for concept in include.get("concept", []):
                     display = concept.get("display") or concept["code"]
                     key = (system, normalize_code(system, concept["code"]))

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, overload
 
 # What the app reads (checked against fhir_profiles/CapabilityStatement-ldn-app-client.json by a test).
 MEDICATION_USE_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationDispense")
@@ -106,6 +106,10 @@ def index_keys(resource: dict, full_url: object = None) -> tuple[str, ...]:
     return tuple(keys)
 
 
+@overload
+def rewrite_references(node: dict, mapping: Mapping[str, str]) -> dict: ...
+@overload
+def rewrite_references(node: object, mapping: Mapping[str, str]) -> object: ...
 def rewrite_references(node: object, mapping: Mapping[str, str]) -> object:
     """A copy of `node` with every Reference.reference found in `mapping` replaced (e.g. urn:uuid -> Type/id)."""
     if isinstance(node, dict):

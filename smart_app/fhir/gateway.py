@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -244,7 +245,7 @@ class FhirGateway:
         token = self._token()  # once, on the caller's thread: workers never touch the session
         budget = _EntryBudget(self.max_entries)
         parsers = {t: _PageParser(patient_id, self._local_reference) for t in SEARCHED_TYPES}
-        jobs: dict[str, Callable[[], object]] = {"Patient": lambda: self._read("Patient", patient_id, token)}
+        jobs: dict[str, Callable[[], Any]] = {"Patient": lambda: self._read("Patient", patient_id, token)}
         for resource_type in SEARCHED_TYPES:
             jobs[resource_type] = self._search_job(resource_type, patient_id, token, budget, parsers[resource_type])
         results = self._run_all(jobs)
@@ -272,7 +273,7 @@ class FhirGateway:
             params["_include"] = include
         return lambda: self._search(resource_type, params, token, budget, parser.take)
 
-    def _run_all(self, jobs: dict[str, Callable[[], object]]) -> dict[str, object]:
+    def _run_all(self, jobs: dict[str, Callable[[], Any]]) -> dict[str, Any]:
         """Run jobs concurrently within the read deadline; the first failure (in job order) is raised.
 
         At the deadline the page gets its answer (FhirUnavailable) even if a server still trickles
@@ -358,7 +359,7 @@ class FhirGateway:
             raise FhirServerError(f"unusable {expected_type} reference", user_message=INCOMPLETE)
         if ref.base and not self._is_same_server(urlsplit(ref.base)):
             raise FhirServerError("a reference points outside the FHIR server", user_message=INCOMPLETE)
-        return ref.local
+        return ref.key  # "Type/id": the type matched
 
     def _read(self, resource_type: str, resource_id: str, token: str | None) -> dict:
         _check_type(resource_type)
@@ -374,7 +375,8 @@ class FhirGateway:
         """Every page of one search, following `next` as given; each page's entries sorted as it arrives."""
         _check_type(resource_type)
         includes = _included_types(params)
-        url, query, result = f"{self.base_url}/{resource_type}", dict(params or {}), SearchResult()
+        url, result = f"{self.base_url}/{resource_type}", SearchResult()
+        query: Mapping[str, str] | None = dict(params or {})
         seen: set[str] = set()
         for page in itertools.count(1):
             what = f"search {resource_type} page {page}"
@@ -608,7 +610,7 @@ def _check_type(resource_type: str) -> None:
 
 def _split_reference(ref: str) -> tuple[str, str]:
     parsed = parse_reference(ref)
-    if parsed is None or parsed.kind != "relative":
+    if parsed is None or parsed.kind != "relative" or parsed.resource_type is None or parsed.id is None:
         raise ValueError(f"expected a relative reference Type/id, got {ref!r}")
     return parsed.resource_type, parsed.id
 

@@ -76,7 +76,7 @@ def patient_groups(bundle: object, source: str = "input") -> list[list[dict]]:
         group = groups[owner if owner in groups else None]
         group.append(resource)
         med = _medication_of(resource)
-        if med in medications and medications[med] not in group:
+        if med is not None and med in medications and medications[med] not in group:
             group.append(medications[med])
             used.add(med)
     groups[None] += [m for mid, m in medications.items() if mid not in used]

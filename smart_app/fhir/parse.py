@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TypeGuard
 
 from ..clinical.errors import InvalidDate
 from ..clinical.model import Coding, Diagnosis, DrugReading, MedicationExposure
@@ -169,7 +170,7 @@ class _Dates:
         return value
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[float]:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
     return math.isfinite(value) if isinstance(value, float) else abs(value) < 10**9
@@ -201,6 +202,10 @@ def _coding_of(c: object, where: str, i: int) -> Coding:
     return _coding(_string(c.get("system"), f"{at}.system", MAX_NAME_LENGTH),
                    _string(c.get("code"), f"{at}.code", MAX_CODE_LENGTH),
                    _string(c.get("display"), f"{at}.display", MAX_NAME_LENGTH))
+
+
+def _dict_or_empty(value: object) -> dict:
+    return value if type(value) is dict else {}
 
 
 def _short_str(value: object, limit: int) -> bool:
@@ -250,7 +255,7 @@ class _DrugReader:
         reference = self.record.get("medicationReference")
         if reference is None and type(concept) is dict:  # the hot path: the drug is the record's own concept
             reading = reading_of(concept, "medicationCodeableConcept")
-            if reading.codings or reading.names:
+            if reading is not None and (reading.codings or reading.names):
                 return (reading,)
         if concept is None and reference is None:
             raise Unreadable("it names no medication (no medicationCodeableConcept or medicationReference)")
@@ -315,15 +320,16 @@ def quantity_days(dispense: dict, dosages: list) -> float | None:
     dosage = dosages[0]
     rates = dosage.get("doseAndRate")
     dose = rates[0].get("doseQuantity") if type(rates) is list and rates and type(rates[0]) is dict else None
-    timing = dosage.get("timing") if type(dosage.get("timing")) is dict else {}
-    repeat = timing.get("repeat") if type(timing.get("repeat")) is dict else {}
+    repeat = _dict_or_empty(_dict_or_empty(dosage.get("timing")).get("repeat"))
     if dosage.get("asNeededBoolean") or type(dose) is not dict or dose.get("unit") != quantity.get("unit"):
         return None
-    per_unit = DAYS_PER_UNIT.get(repeat.get("periodUnit")) if type(repeat.get("periodUnit")) is str else None
+    unit = repeat.get("periodUnit")
+    per_unit = DAYS_PER_UNIT.get(unit) if type(unit) is str else None
     numbers = (quantity.get("value"), dose.get("value"), repeat.get("frequency", 1), repeat.get("period"), per_unit)
-    if not all(_is_number(n) and n > 0 for n in numbers):
+    positive = [n for n in numbers if _is_number(n) and n > 0]
+    if len(positive) != len(numbers):
         return None
-    qty, per_dose, frequency, period, days = numbers
+    qty, per_dose, frequency, period, days = positive
     return qty / (per_dose * frequency / (period * days))
 
 
@@ -359,7 +365,7 @@ def _request_dates(r: dict, d: _Dates) -> RecordDates:
         ends.append(inner.get("timing", "repeat", "boundsPeriod", "end", end=True))
         if inner.problem:
             d.fail(f"dosageInstruction: {inner.problem}")
-    dispense = r.get("dispenseRequest") if isinstance(r.get("dispenseRequest"), dict) else {}
+    dispense = _dict_or_empty(r.get("dispenseRequest"))
     per_fill = d.days(dispense.get("expectedSupplyDuration"), "dispenseRequest.expectedSupplyDuration")
     if per_fill is None:
         per_fill = quantity_days(dispense, dosages)
@@ -475,7 +481,7 @@ def patient_data(patient_id: str, patient: dict | None, resources: Iterable[obje
     for r in resources:
         label = resource_label(r) if isinstance(r, dict) else "a record"
         problem = _record_problem(r, patient_id)
-        if problem:
+        if problem or not isinstance(r, dict):  # not a dict is always a problem; this tells the type checker
             data.problems.append(f"{label} could not be read: {problem}")
         elif r["resourceType"] in MEDICATION_USE_TYPES:
             data.medications.append(exposure_from(r, medications))
@@ -545,7 +551,7 @@ class _Entries:
 
     def _add(self, i: int, entry: object) -> None:
         r = entry.get("resource") if isinstance(entry, dict) else None
-        if not isinstance(r, dict):
+        if not isinstance(r, dict) or not isinstance(entry, dict):
             self.problems.append(f"Bundle entry {i} could not be read: it holds no resource object")
             return
         rtype, full = r.get("resourceType"), entry.get("fullUrl")

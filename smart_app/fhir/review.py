@@ -113,8 +113,9 @@ def review_bundle(written, review, key: str, when: datetime, requester: str | No
                                requester, key, "review")
         entries.append(_post(pain_urn, obs, f"identifier={OBSERVATION_IDENTIFIER_SYSTEM}|{key}-review"))
         targets.append(pain_urn)
-    order_urn = _urn(key, "mr") if new_plan else None
-    if order_urn:
+    order_urn = None
+    if new_plan:
+        order_urn = _urn(key, "mr")
         entries.append(_post(order_urn, new_order(new_plan, key, written.order_ref),
                              f"identifier={ORDER_IDENTIFIER_SYSTEM}|{key}"))
         targets.append(order_urn)

@@ -246,7 +246,10 @@ def _constraints(resource: dict, element: dict, resolver: Resolver) -> list[Prob
         check = PYTHON_CHECKS.get(key)
         for ipath, node in instances(resource, element["path"]):
             try:
-                ok = check(node, resolver) if check else _fhirpath_holds(constraint["expression"], node, resource)
+                if check:  # the named checks are on resource roots: a non-object fails them
+                    ok = isinstance(node, dict) and check(node, resolver)
+                else:
+                    ok = _fhirpath_holds(constraint["expression"], node, resource)
             except Exception as exc:  # noqa: BLE001 - fhirpathpy raises bare Exception on type errors
                 out.append(Problem(ipath, f"{human} - could not be evaluated ({exc})", key))
                 continue
@@ -370,7 +373,7 @@ def validate(resource: dict, resolver: Resolver | None = None) -> list[Problem]:
             if profile:
                 prefix = f"Bundle.entry[{i}].resource"
                 out += [Problem(prefix + p.path[len(profile["type"]):], p.message, p.rule)
-                        for p in profile_problems(res, profile, context)]
+                        for p in profile_problems(entry["resource"], profile, context)]
         return out
     profile = profile_for(resource)
     return out + (profile_problems(resource, profile, resolver) if profile else [])

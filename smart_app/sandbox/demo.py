@@ -70,6 +70,7 @@ class _LateApp:
     app: Flask | None = None
 
     def __call__(self, environ, start_response):
+        assert self.app is not None, "set before the server takes requests"
         return self.app(environ, start_response)
 
 
@@ -168,7 +169,9 @@ def start_sandbox(host: str = "127.0.0.1", app_port: int = 0, ehr_port: int = 0,
             # sekmet writes `next` links, fullUrls and Locations under the proxy's public base
             fhir = start_fhir_server(fhir_port, public_base_url=public)
             last.callback(fhir.stop)
-        upstream = fhir.base_url if fhir else _answering(fhir_upstream.rstrip("/"))
+            upstream = fhir.base_url
+        else:
+            upstream = _answering(fhir_upstream.rstrip("/"))
         data = [*(samples_as_of(today or date.today()).values() if samples else ()), *bundles]
         if fhir or data:  # a server we did not start is written to only when asked
             _load(upstream, data)

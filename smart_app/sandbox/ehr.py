@@ -320,7 +320,7 @@ def _pkce_s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
-def _with_query(url: str, params: dict[str, str]) -> str:
+def _with_query(url: str, params: Mapping[str, str | None]) -> str:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     query += [(k, v) for k, v in params.items() if v is not None]
@@ -624,8 +624,8 @@ def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[d
         return client
 
     def _client_key(client: Client, header: dict):
-        if client.jwks is not None:
-            keys = client.jwks.get("keys", [])
+        if client.jwks is not None or client.jwks_url is None:
+            keys = (client.jwks or {}).get("keys", [])
         else:
             try:
                 response = requests.get(client.jwks_url, timeout=upstream_timeout)

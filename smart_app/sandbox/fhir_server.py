@@ -95,7 +95,7 @@ def start_fhir_server(port: int = 0, public_base_url: str | None = None, data_di
                       startup_timeout: float = 30.0) -> FhirServer:
     """Start sekmet on 127.0.0.1 and wait until /fhir/metadata answers."""
     tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="ldn-sekmet-")
-    directory = Path(data_dir or tmp.name).resolve()
+    directory = Path(tmp.name if tmp else data_dir or "").resolve()
     directory.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     settings_path = directory / "settings.yaml"

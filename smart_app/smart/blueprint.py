@@ -12,7 +12,7 @@ from smart_app.errors import AppError
 from smart_app.open_servers import is_open, normalize
 from smart_app.smart import oauth
 from smart_app.smart.launches import Launches
-from smart_app.smart.store import ServerSideSessionInterface, make_store, new_session_id
+from smart_app.smart.store import ServerSideSession, ServerSideSessionInterface, make_store, new_session_id
 
 bp = Blueprint("smart", __name__)
 OWNER = "bid"  # flask.session key: this browser's owner id (launch records name it)
@@ -65,7 +65,7 @@ def launch():
     """EHR launch (iss + launch) or standalone launch (iss, or DEFAULT_ISS). A session (and cookie)
     is created only once the iss is allowed and the pending launch fits under the cap."""
     iss = request.args.get("iss") or current_app.config.get("DEFAULT_ISS") or None
-    if not request.args.get("launch") and is_open(current_app.config, iss):  # no SMART: pick a patient
+    if iss and not request.args.get("launch") and is_open(current_app.config, iss):  # no SMART: pick a patient
         return _no_store(redirect(url_for("open.patients", iss=normalize(iss))))
     owner = session.get(OWNER) or new_session_id()
     mine = _launches(owner)
@@ -87,6 +87,7 @@ def callback():
 def open_review(launch_id: str):
     """Remember a completed launch in this browser's session (new session id) and go to its review page."""
     session[LAUNCH_IDS] = [*session.get(LAUNCH_IDS, []), launch_id][-MAX_LAUNCH_IDS:]
+    assert isinstance(session, ServerSideSession), "init_app installs the server-side session"
     session.regenerate()  # logged in now: new id, the pre-login id is dropped (fixation)
     return _no_store(redirect("/?" + urlencode({"lid": launch_id})))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -57,8 +58,9 @@ class SmartConfiguration:
     @classmethod
     def from_dict(cls, data: dict) -> SmartConfiguration:
         """Inverse of `to_dict`."""
-        return cls(**{name: tuple(value) if isinstance(value, list) else value
-                      for name, value in data.items()})
+        fields: dict[str, Any] = {name: tuple(value) if isinstance(value, list) else value
+                                  for name, value in data.items()}
+        return cls(**fields)
 
 
 class _NotFound(Exception):

@@ -251,7 +251,10 @@ def complete_launch(config: Mapping, args: Mapping, launches: Launches,
     stored = _stored_context(pending, smart, token, claims)
     launch_id = launches.create(stored)
     logger.info("SMART launch completed for %s (patient %s)", stored["iss"], stored["patient"])
-    return SmartContext.from_stored(launch_id, launches.get(launch_id))
+    context = current_context(launches, launch_id)
+    if context is None:  # stored a moment ago: only a store that dropped it at once gets here
+        raise LaunchError("the completed launch could not be read back from the session store")
+    return context
 
 
 def _printable(text: object, limit: int = 200) -> str:
@@ -285,7 +288,7 @@ def _expires_at(token: Mapping) -> float:
 def current_context(launches: Launches, launch_id: str | None) -> SmartContext | None:
     """The context (no token) of this browser's launch `launch_id`, or None."""
     stored = launches.get(launch_id)
-    return SmartContext.from_stored(launch_id, stored) if stored else None
+    return SmartContext.from_stored(launch_id, stored) if stored and launch_id else None
 
 
 # --- token endpoint ----------------------------------------------------------------------

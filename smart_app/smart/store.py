@@ -136,7 +136,7 @@ class RedisStore:
     sorted-set index (member: key, score: expiry) so count() is ZREMRANGEBYSCORE + ZCARD.
     Every Redis failure becomes SessionStoreUnavailable (socket timeouts keep it within seconds)."""
 
-    def __init__(self, url: str | None = None, *, client=None, prefix: str = "ldn:", timeout: float = 2.0):
+    def __init__(self, url: str = "", *, client=None, prefix: str = "ldn:", timeout: float = 2.0):
         if client is None:
             import redis  # imported lazily: only deployments with a redis:// store need a server
             from redis.backoff import NoBackoff
@@ -277,8 +277,8 @@ class ServerSideSessionInterface(SessionInterface):
             return ServerSideSession(new=True)
         return ServerSideSession(data, sid=sid)
 
-    def save_session(self, app, session: ServerSideSession, response) -> None:
-        if session.store_error is not None:
+    def save_session(self, app, session: SessionMixin, response) -> None:
+        if not isinstance(session, ServerSideSession) or session.store_error is not None:
             return
         try:
             self._save(app, session, response)

@@ -38,7 +38,7 @@ class ReviewForm:
 
     @classmethod
     def from_request(cls) -> ReviewForm:
-        f, problems = request.form, []
+        f, problems = request.form, list[str]()
         values = {name: views._bounded(problems, label, f.get(name, ""), limit) for name, label, limit in (
             ("pain", "Pain score today", views.VALUE_MAX), ("benefit", "Benefit", views.VALUE_MAX),
             ("side_effect_text", "Other side effects", TEXT_MAX), ("decision", "Decision", views.VALUE_MAX),

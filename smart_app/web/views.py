@@ -194,7 +194,7 @@ class OrderForm:
 
     @classmethod
     def from_request(cls) -> OrderForm:
-        f, problems = request.form, []
+        f, problems = request.form, list[str]()
         values = {name: _bounded(problems, label, f.get(name, ""), limit) for name, label, limit in (
             ("start", "Start date", VALUE_MAX), ("start_dose", "Start dose", VALUE_MAX),
             ("step", "Increase per step", VALUE_MAX), ("interval", "Days per step", VALUE_MAX),
@@ -216,7 +216,7 @@ class OrderForm:
             problems.append(f"Supply: choose {', '.join(SUPPLY_CHOICES)} days.")
         baseline, problem = pain_score(self.baseline_pain, "Baseline pain score")
         problems += [problem] if problem else []
-        if problems:
+        if problems or start is None:  # (no start is a problem above)
             raise InputError(problems)
         attestation = (self.attestation or "Clinician attests the unreadable or unclassified data were checked "
                        "and are not opioid exposure.") if self.attest else None
@@ -392,7 +392,8 @@ def sign():
     g.sign_outcome = outcome  # error pages still tell the outcome if the session store fails from here on
     session[WROTE] = True
     if outcome.outcome is Outcome.WRITTEN:
-        banner = {k: data.patient[k] for k in ("name", "birthDate") if k in (data.patient or {})}
+        patient = data.patient or {}
+        banner = {k: patient[k] for k in ("name", "birthDate") if k in patient}
         launches().save_order(ctx.launch_id, key, {"refs": list(outcome.refs), "patient": banner})
         return redirect(url_for("web.done", key=key, lid=ctx.launch_id), code=303)
     shown = make_preview(data, problems, form, ctx.prescriber)
@@ -413,7 +414,7 @@ def done(key: str):
         saved = {}
     # The banner this launch signed under saves a read; without it (another launch) read the Patient.
     patient = saved.get("patient") or gateway().read("Patient", ctx.patient)
-    confirmed = {parse_reference(r).resource_type: r for r in saved.get("refs", ())}
+    confirmed = {ref.resource_type: ref.text for ref in map(parse_reference, saved.get("refs", ())) if ref}
     if "CarePlan" not in confirmed and order["status"] == "active":  # another launch: ask the server
         care_plan = find_care_plan(gateway(), key)
         confirmed.update({"CarePlan": care_plan} if care_plan else {})
