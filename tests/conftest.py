@@ -1,4 +1,5 @@
-"""Shared fixtures: a live sekmet FHIR server, a running sandbox EHR, real redis-servers; all on loopback."""
+"""Shared fixtures. In process (milliseconds): `app`, `client`, `ehr` (a fake EHR behind the gateway Protocol) and
+`launched(patient)`, in the Flask tutorial's style. Live: sekmet, the sandbox EHR, redis-servers; all on loopback."""
 
 from __future__ import annotations
 
@@ -11,6 +12,40 @@ import time
 import pytest
 import requests
 import responses
+from fake_ehr import FakeEhr, launch
+
+from smart_app.samples import SAMPLE_AS_OF
+
+ISS = "https://ehr.example.org/fhir"
+APP_CONFIG = {"ALLOWED_ISSUERS": ISS, "PUBLIC_BASE_URL": "http://127.0.0.1:8000", "TODAY": SAMPLE_AS_OF.isoformat(),
+              "SESSION_STORE": "memory", "SECRET_KEY": "k" * 32}
+
+
+@pytest.fixture
+def ehr():
+    """The fake EHR every in-process page reads from and writes to (sample patients, dated for SAMPLE_AS_OF)."""
+    return FakeEhr()
+
+
+@pytest.fixture
+def app(ehr):
+    """The app as `create_app` makes it, on SAMPLE_AS_OF, its gateway factory replaced by the fake EHR's."""
+    from smart_app import create_app
+
+    flask_app = create_app(APP_CONFIG)
+    flask_app.extensions["gateway_factory"] = ehr.factory
+    return flask_app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def launched(app, client):
+    """`launched(patient, **options)`: a completed SMART launch of `patient` in `client`'s browser; its launch id."""
+    return lambda patient, **options: launch(app, client, patient, **options)
 
 
 def app_importable() -> bool:

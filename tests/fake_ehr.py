@@ -6,10 +6,13 @@ from __future__ import annotations
 import html
 import re
 import time
+from collections.abc import Mapping
 from itertools import count
 
+from smart_app.errors import FhirServerError
+from smart_app.fhir.contract import SEARCHED_TYPES, parse_reference, rewrite_references
 from smart_app.fhir.gateway import PatientRecord
-from smart_app.samples import load_sample
+from smart_app.samples import load_sample, sample_ids
 from smart_app.smart.launches import Launches
 from smart_app.smart.store import COOKIE_NAME, new_session_id
 
@@ -39,53 +42,104 @@ class FakeEhr:
 
 
 class FakeGateway:
+    """The `contract.Gateway` interface over a FakeEhr: sample patients to read, writes kept in memory."""
+
     def __init__(self, ehr: FakeEhr, iss: str, token_provider):
         self.ehr, self.iss, self.token_provider = ehr, iss, token_provider
+        self.base_url = iss
+
+    def _token(self) -> None:
+        if self.token_provider is not None:
+            self.token_provider()
 
     def assume_written(self) -> None:
         pass
+
+    def capabilities(self, *, refresh: bool = False) -> dict:
+        return {"resourceType": "CapabilityStatement", "rest": [{"mode": "server",
+                                                                 "interaction": [{"code": "transaction"}]}]}
 
     def supports_transaction(self) -> bool:
         return True
 
     def read_patient_record(self, patient_id: str) -> PatientRecord:
-        self.token_provider()
+        self._token()
         entries = [e["resource"] for e in load_sample(patient_id)["entry"]]
-        by_type: dict[str, list[dict]] = {t: [] for t in (
-            "MedicationStatement", "MedicationRequest", "MedicationDispense", "Condition")}
+        by_type: dict[str, list[dict]] = {t: [] for t in SEARCHED_TYPES}
         for resource in entries[1:]:
             by_type.setdefault(resource["resourceType"], []).append(resource)
-        by_type["MedicationRequest"] += [r for ref, r in self.ehr.stored.items() if ref.startswith("MedicationRequest/")
-                                         and r["subject"]["reference"] == f"Patient/{patient_id}"]
+        by_type["MedicationRequest"] += self.search("MedicationRequest", {"patient": patient_id})
         medications = {f"Medication/{m['id']}": m for m in by_type.pop("Medication", [])}
         return PatientRecord(entries[0], by_type, medications)
 
-    def search(self, resource_type: str, params: dict) -> list[dict]:
-        """The app's own lookups: by identifier (system|value), or a patient's (CarePlan, the follow-up)."""
+    def search(self, resource_type: str, params: Mapping[str, str]) -> list[dict]:
+        """The app's own lookups: by identifier or tag (system|value), or a patient's resources."""
+        found = [r for ref, r in self.ehr.stored.items() if ref.startswith(resource_type + "/")]
         if "identifier" in params:
             system, value = params["identifier"].split("|")
-            return [r for ref, r in self.ehr.stored.items() if ref.startswith(resource_type + "/")
-                    and {"system": system, "value": value} in r.get("identifier", [])]
-        return [r for ref, r in self.ehr.stored.items() if ref.startswith(resource_type + "/")
-                and r.get("subject", {}).get("reference") == f"Patient/{params['patient']}"]
+            return [r for r in found if any(i["system"] == system and (not value or i["value"] == value)
+                                            for i in r.get("identifier", []))]
+        if "_tag" in params:
+            system, code = params["_tag"].split("|")
+            return [r for r in found if {"system": system, "code": code} in r.get("meta", {}).get("tag", [])]
+        mine = [r for r in found if r.get("subject", {}).get("reference") == f"Patient/{params['patient']}"]
+        return [r for r in mine if "status" not in params or r.get("status") == params["status"]]
+
+    def search_page(self, resource_type: str, params: Mapping[str, str] | None = None,
+                    page_url: str | None = None) -> dict:
+        """Patients by id (the open-server search); one page, no links."""
+        assert resource_type == "Patient" and page_url is None
+        wanted = (params or {}).get("_id")
+        found = [load_sample(wanted)["entry"][0]["resource"]] if wanted in sample_ids() else []
+        return {"resourceType": "Bundle", "type": "searchset", "total": len(found),
+                "entry": [{"resource": r, "search": {"mode": "match"}} for r in found]}
 
     def read(self, resource_type: str, resource_id: str) -> dict:
-        if f"{resource_type}/{resource_id}" in self.ehr.stored:
-            return self.ehr.stored[f"{resource_type}/{resource_id}"]
-        assert resource_type == "Patient"
+        ref = f"{resource_type}/{resource_id}"
+        if ref in self.ehr.stored:
+            return self.ehr.stored[ref]
+        if resource_type != "Patient" or resource_id not in sample_ids():
+            raise FhirServerError(f"read {ref}: 404", http_status=404)
         return load_sample(resource_id)["entry"][0]["resource"]
 
     def transaction(self, bundle: dict) -> dict:
-        self.token_provider()
-        subjects = [e["resource"]["subject"]["reference"] for e in bundle["entry"] if "subject" in e["resource"]]
-        owner = subjects[0].split("/")[-1]
+        """Conditional creates (If-None-Exist on an identifier) and updates, urn:uuid references resolved."""
+        self._token()
+        urns = {e["fullUrl"]: self._ref_for(e) for e in bundle["entry"]}
         response = []
         for entry in bundle["entry"]:
-            ref = f"{entry['resource']['resourceType']}/{next(self.ehr._ids)}"
-            self.ehr.written.append((owner, ref))
-            self.ehr.stored[ref] = {**entry["resource"], "id": ref.split("/")[1]}
+            ref = urns[entry["fullUrl"]]
+            if ref not in self.ehr.stored:
+                self.ehr.written.append((self._owner(bundle), ref))
+            self.ehr.stored[ref] = {**rewrite_references(entry["resource"], urns), "id": ref.split("/")[1]}
             response.append({"response": {"status": "201 Created", "location": f"{ref}/_history/1"}})
         return {"resourceType": "Bundle", "type": "transaction-response", "entry": response}
+
+    def _ref_for(self, entry: dict) -> str:
+        """An update's target, an earlier resource a conditional create matches, or a new id."""
+        request = entry["request"]
+        if request["method"] == "PUT":
+            return parse_reference(request["url"]).local
+        condition = request.get("ifNoneExist", "")
+        if condition.startswith("identifier="):
+            same = self.search(request["url"], {"identifier": condition.removeprefix("identifier=")})
+            if same:
+                return f"{request['url']}/{same[0]['id']}"
+        return f"{entry['resource']['resourceType']}/{next(self.ehr._ids)}"
+
+    @staticmethod
+    def _owner(bundle: dict) -> str:
+        subjects = [e["resource"]["subject"]["reference"] for e in bundle["entry"] if "subject" in e["resource"]]
+        return subjects[0].split("/")[-1]
+
+    def create(self, resource: dict, if_none_exist: str | None = None) -> dict:
+        raise AssertionError("the fake EHR supports transactions: nothing is created one by one")
+
+    def delete(self, ref: str) -> None:
+        raise AssertionError("the fake EHR supports transactions: nothing is undone")
+
+    def set_status(self, ref: str, status: str) -> dict:
+        raise AssertionError("the fake EHR supports transactions: no draft is activated")
 
 
 def browser_owner(app, client) -> str:

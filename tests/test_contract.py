@@ -1,5 +1,7 @@
 """The FHIR contract module: types read/written match the CapabilityStatement; one reference parser for every form."""
 
+import importlib
+import inspect
 import json
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from smart_app.fhir.contract import (
     SEARCHED_TYPES,
     UPDATED_TYPES,
     WRITTEN_TYPES,
+    Gateway,
     index_keys,
     parse_reference,
     resolve,
@@ -114,3 +117,14 @@ def test_the_rewriter_replaces_only_reference_values_it_was_given():
     assert out == {"basedOn": [{"reference": "MedicationRequest/42"}], "note": [{"text": urn}],
                    "subject": {"reference": "Patient/p1"}}
     assert resource["basedOn"][0]["reference"] == urn
+
+
+@pytest.mark.parametrize("implementation", ["smart_app.fhir.gateway:FhirGateway", "fake_ehr:FakeGateway"])
+def test_the_http_gateway_and_the_tests_fake_both_offer_every_method_of_the_gateway_protocol(implementation):
+    module, name = implementation.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    members = sorted(n for n in vars(Gateway) if not n.startswith("_"))
+    assert len(members) == 11, members
+    for member in members:
+        wanted = inspect.signature(getattr(Gateway, member))
+        assert list(inspect.signature(getattr(cls, member)).parameters) == list(wanted.parameters), member

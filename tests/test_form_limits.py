@@ -5,34 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from fake_ehr import FakeEhr, form_fields, launch
+from fake_ehr import form_fields, launch
 from werkzeug.datastructures import MultiDict
 
-from smart_app import create_app
-from smart_app.samples import SAMPLE_AS_OF
 from smart_app.web.views import LIMITS, TEXT_MAX
 
 ISS = "https://ehr.example.org/fhir"
 PATIENT = "ldn-fibromyalgia"
-
-
-@pytest.fixture
-def ehr():
-    return FakeEhr()
-
-
-@pytest.fixture
-def app(ehr):
-    flask_app = create_app({"ALLOWED_ISSUERS": ISS, "PUBLIC_BASE_URL": "http://127.0.0.1:8000",
-                            "TODAY": SAMPLE_AS_OF.isoformat(), "SESSION_STORE": "memory", "SECRET_KEY": "k" * 32,
-                            "MAX_CONTENT_LENGTH": 64 * 1024})
-    flask_app.extensions["gateway_factory"] = ehr.factory
-    return flask_app
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 @pytest.fixture

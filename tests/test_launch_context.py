@@ -10,34 +10,14 @@ import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from fake_ehr import FULL_SCOPE, FakeEhr, browser_owner, form_fields, launch
+from fake_ehr import FULL_SCOPE, browser_owner, form_fields, launch
 from werkzeug.datastructures import MultiDict
 
-from smart_app import create_app
-from smart_app.samples import SAMPLE_AS_OF
 from smart_app.smart.store import COOKIE_NAME, MemoryStore
 
 A, B = "ldn-fibromyalgia", "ldn-crps"
 A_LABEL, B_LABEL = "Maria Elena Alvarez (born 1978-04-12)", "James Okafor (born 1985-09-30)"
 ISS = "https://ehr.example.org/fhir"
-
-
-@pytest.fixture
-def ehr():
-    return FakeEhr()
-
-
-@pytest.fixture
-def app(ehr):
-    flask_app = create_app({"ALLOWED_ISSUERS": ISS, "PUBLIC_BASE_URL": "http://127.0.0.1:8000",
-                            "TODAY": SAMPLE_AS_OF.isoformat(), "SESSION_STORE": "memory", "SECRET_KEY": "k" * 32})
-    flask_app.extensions["gateway_factory"] = ehr.factory
-    return flask_app
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 def page(response) -> str:

@@ -6,7 +6,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, overload
+from typing import TYPE_CHECKING, Literal, Protocol, overload
+
+if TYPE_CHECKING:
+    from .gateway import PatientRecord
 
 # What the app reads (checked against fhir_profiles/CapabilityStatement-ldn-app-client.json by a test).
 MEDICATION_USE_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationDispense")
@@ -118,3 +121,32 @@ def rewrite_references(node: object, mapping: Mapping[str, str]) -> object:
     if isinstance(node, list):
         return [rewrite_references(item, mapping) for item in node]
     return node
+
+
+class Gateway(Protocol):
+    """What the app asks of an EHR's FHIR server: `fhir.gateway.FhirGateway` over HTTP; tests pass a fake."""
+
+    base_url: str
+
+    def assume_written(self) -> None: ...
+
+    def capabilities(self, *, refresh: bool = False) -> dict: ...
+
+    def supports_transaction(self) -> bool: ...
+
+    def read(self, resource_type: str, resource_id: str) -> dict: ...
+
+    def search(self, resource_type: str, params: Mapping[str, str]) -> list[dict]: ...
+
+    def search_page(self, resource_type: str, params: Mapping[str, str] | None = None,
+                    page_url: str | None = None) -> dict: ...
+
+    def read_patient_record(self, patient_id: str) -> PatientRecord: ...
+
+    def transaction(self, bundle: dict) -> dict: ...
+
+    def create(self, resource: dict, if_none_exist: str | None = None) -> dict: ...
+
+    def delete(self, ref: str) -> None: ...
+
+    def set_status(self, ref: str, status: str) -> dict: ...
