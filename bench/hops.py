@@ -9,7 +9,8 @@ gateway, under a `sys.setprofile` tracer that sees every call from one smart_app
 - path: the layers entered, in order, consecutive repeats collapsed (e.g. web > services > fhir > services);
 - past services: of those edges, the ones from `web` straight into `fhir` or `clinical`;
 - crossings: every cross-layer call made (loops included: grows with the record's size);
-- gateways: FHIR gateways the app's factory built; FHIR requests the recorded EHR answered.
+- gateways: FHIR gateways the app's factory built; FHIR requests the recorded EHR answered;
+- ms: the page's median wall time over 5 untraced requests (review and preview, which change nothing).
 Sign, as a clinician sees it, is the POST /sign and the confirmation page it redirects to (`done`).
 Run: .venv/bin/python bench/hops.py [--patient ldn-fibromyalgia] [--edges]
 """
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +94,16 @@ def transaction_response(request):
         for n, e in enumerate(entries)]})
 
 
-def measure(app, rsps, label: str, action, show_edges: bool):
+def median_ms(action, times: int = 5) -> float:
+    spent = []
+    for _ in range(times):
+        start = time.perf_counter()
+        action()
+        spent.append((time.perf_counter() - start) * 1000)
+    return statistics.median(spent)
+
+
+def measure(app, rsps, label: str, action, show_edges: bool, timed: bool = False):
     factory = app.extensions["gateway_factory"]
     built = []
     app.extensions["gateway_factory"] = lambda *a: built.append(1) or factory(*a)
@@ -102,8 +114,9 @@ def measure(app, rsps, label: str, action, show_edges: bool):
         app.extensions["gateway_factory"] = factory
     fhir = [c for c in rsps.calls[start:] if c.request.url.startswith(ISS)]
     past = [e for e in tracer.edges if layer_of(e[0]) == "web" and layer_of(e[1]) in ("fhir", "clinical")]
+    ms = f"  ms {median_ms(action):.0f}" if timed else ""
     print(f"{label:<8} hops {len(tracer.edges):>3}  past services {len(past):>2}  crossings {tracer.crossings:>4}  "
-          f"path {len(tracer.path):>3}  gateways {len(built)}  FHIR requests {len(fhir)}")
+          f"path {len(tracer.path):>3}  gateways {len(built)}  FHIR requests {len(fhir)}{ms}")
     print(f"{'':<8} path {' > '.join(tracer.path)}")
     if show_edges:
         for caller, callee in sorted(tracer.edges):
@@ -128,9 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         client.get("/launch", query_string={"iss": ISS, "launch": "warm"})  # issuer documents cached
         client.get("/", query_string={"lid": launch(app, client, args.patient)})  # and the CapabilityStatement
         lid = launch(app, client, args.patient)
-        review = measure(app, rsps, "review", lambda: client.get("/", query_string={"lid": lid}), args.edges)
+        review = measure(app, rsps, "review", lambda: client.get("/", query_string={"lid": lid}), args.edges,
+                         timed=True)
         fields = MultiDict(form_fields(review.get_data(as_text=True), "plan-form"))
-        preview = measure(app, rsps, "preview", lambda: client.post("/preview", data=fields), args.edges)
+        preview = measure(app, rsps, "preview", lambda: client.post("/preview", data=fields), args.edges,
+                          timed=True)
         fields = MultiDict(form_fields(preview.get_data(as_text=True), "sign-form"))
         signed = measure(app, rsps, "sign", lambda: client.post("/sign", data=fields), args.edges)
         assert signed.status_code == 303, signed.get_data(as_text=True)

@@ -24,10 +24,8 @@ from .clinical.signing import new_order_blockers
 from .errors import AppError, FhirServerError, InputError, WriteRefused
 from .fhir.build import ORDER_IDENTIFIER_SYSTEM, ORDER_TAG_SYSTEM, PAIN_NRS, own_order_key
 from .fhir.contract import parse_reference, reference_of
-from .fhir.parse import PatientData
+from .fhir.parse import PatientData, patient_banner
 from .fhir.review import OPEN_STATUSES, REVIEW_CODE, review_bundle
-from .open_servers import display_name
-from .services import own_order_keys
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +71,13 @@ def active_care_plans(gateway, patient_id: str) -> list[dict]:
     return sorted(ours, key=lambda cp: (cp.get("period") or {}).get("start") or "", reverse=True)
 
 
+def own_order_keys(data: PatientData) -> set[str]:
+    """Keys of the active orders this app wrote for the patient (recognised by our identifier system)."""
+    return {m.own_order_key for m in data.medications if m.own_order_key and m.status == "active"}
+
+
 def may_have_written_plan(data: PatientData) -> bool:
-    """Whether the record holds an active order this app wrote (services.own_order_keys), the only case in
+    """Whether the record holds an active order this app wrote (`own_order_keys`), the only case in
     which the app looks for its own plan: a launch for any other patient costs no extra request."""
     return bool(own_order_keys(data))
 
@@ -318,9 +321,9 @@ def due_reviews(gateway, *, as_of: date, within: int = 0) -> list[DueReview]:
         subject = reference_of(cp.get("subject"))
         if own_order_key(cp) and cp.get("status") == "active" and subject and subject.local and review \
                 and is_due_within(review, as_of, within):
-            patient = found.included.get(subject.local) or {}
+            banner = patient_banner(found.included.get(subject.local), subject.id or "")
             rows.append(DueReview(subject.local, f"CarePlan/{cp.get('id')}",
                                   _date((cp.get("period") or {}).get("start")), review,
-                                  window_state(review, as_of).value, display_name(patient) if patient else None,
-                                  patient.get("birthDate") if isinstance(patient.get("birthDate"), str) else None))
+                                  window_state(review, as_of).value, banner.name if banner.read else None,
+                                  banner.birth_date))
     return sorted(rows, key=lambda r: (r.review, r.patient))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from .errors import InputError
+from .fhir.parse import display_name
 from .smart.scopes import READ_TYPES, UNDO_NEEDS, WRITE_TYPES
 
 OPEN_LAUNCH = "open"
@@ -108,18 +109,6 @@ def _link(bundle: dict, relation: str) -> str | None:
         if isinstance(link, dict) and link.get("relation") == relation and isinstance(link.get("url"), str):
             return link["url"]
     return None
-
-
-def display_name(patient: dict) -> str:
-    """A Patient's name as people read it: the first name's text, else given + family."""
-    names = [n for n in patient.get("name") or () if isinstance(n, dict)]
-    name = next((n["text"] for n in names if isinstance(n.get("text"), str)), None)
-    if name is None and names:
-        given = [g for g in names[0].get("given") or () if isinstance(g, str)]
-        family = names[0].get("family")
-        family = family if isinstance(family, str) else ""
-        name = " ".join([*given, family]).strip()
-    return name or "(name not recorded)"
 
 
 def _row(patient: dict) -> PatientRow:

@@ -1,21 +1,31 @@
-"""Use cases shared by the CLI and the web app: assess a patient, plan an order, place it."""
+"""Use cases shared by the CLI and the web app: assess a patient, check an order, sign it. The web calls only this."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from enum import Enum
 
+# Names imported `as` themselves are re-exported (PEP 484) for the web layer, which imports services only.
 from .clinical.assess import assess
 from .clinical.errors import ClinicalError, InvalidTitration
 from .clinical.model import Assessment, OrderPlan, TitrationRequest
 from .clinical.rules.r1_titration import DOSE_RANGE_TEXT, build_schedule
+from .clinical.rules.r1_titration import MAX_DOSE_MG as MAX_DOSE_MG
+from .clinical.rules.r1_titration import MIN_DOSE_MG as MIN_DOSE_MG
 from .clinical.rules.r2_opioid_washout import WASHOUT_DEFAULT, validate_washout
 from .clinical.rules.r5_contraindications import HOLD_DAYS_TEXT
+from .clinical.rules.r6_follow_up import BENEFITS as BENEFITS
+from .clinical.rules.r6_follow_up import DECISIONS as DECISIONS
 from .clinical.rules.r6_follow_up import REVIEW_WINDOW_TEXT
+from .clinical.rules.r6_follow_up import SIDE_EFFECTS as SIDE_EFFECTS
+from .clinical.rules.r6_follow_up import TEXT_MAX as TEXT_MAX
+from .clinical.rules.r6_follow_up import Review as Review
+from .clinical.rules.r6_follow_up import pain_score as pain_score
 from .clinical.signing import NEED_MESSAGES, Refusal, signing_verdict
 from .clinical.terminology import Terminology, default_terminology
 from .errors import (
@@ -27,12 +37,36 @@ from .errors import (
     WriteNotCompleted,
     WriteRefused,
 )
-from .fhir.build import ORDER_IDENTIFIER_SYSTEM, own_order_key, todays_step, transaction_bundle, written_order
-from .fhir.contract import parse_reference, rewrite_references
-from .fhir.parse import PatientData
+from .fhir.build import (
+    PlannedOrder,
+    todays_step,
+    transaction_bundle,
+)
+from .fhir.contract import Gateway, parse_reference
+from .fhir.parse import PatientBanner, PatientData, patient_banner
+from .fhir.write import find_care_plan, find_order, place_order, refused_before_commit
+from .follow_up import find_written_plan as find_written_plan
+from .follow_up import follow_up as follow_up
+from .follow_up import may_have_written_plan as may_have_written_plan
+from .follow_up import own_order_keys
+from .follow_up import record_review as record_review
+from .open_servers import BANNER as BANNER
+from .open_servers import OPEN_LAUNCH as OPEN_LAUNCH
+from .open_servers import PatientSearch as PatientSearch
+from .open_servers import is_open as is_open
+from .open_servers import launch_record as launch_record
+from .open_servers import normalize as normalize
+from .open_servers import open_servers as open_servers
+from .open_servers import search_patients as search_patients
+from .review import full_date as full_date
+from .review import long_date as long_date
+from .review import page_context as page_context
+from .review import source_refs as source_refs
+from .review import verdict_of as verdict_of
 from .smart.scopes import missing_undo, missing_write
 
 log = logging.getLogger(__name__)
+ORDER_KEY = re.compile(r"^[0-9a-f]{32}$")
 # The rules' words the templates show (a context processor passes them as `rule_text`).
 RULE_TEXT = {"review_window": REVIEW_WINDOW_TEXT, "hold_days": HOLD_DAYS_TEXT, "dose_range": DOSE_RANGE_TEXT}
 
@@ -118,9 +152,11 @@ class SignRequest:
     baseline_pain: int | None = None  # 0-10 NRS, written as an Observation the CarePlan refers to
 
 
-def plan_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days: int = WASHOUT_DEFAULT,
-               recorded: datetime | None = None, data_problems: tuple[str, ...] = ()) -> tuple[OrderPlan, dict]:
-    """Check a clinician's signed choices against the rules; return the plan and its transaction Bundle."""
+def check_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days: int = WASHOUT_DEFAULT,
+                data_problems: tuple[str, ...] = ()) -> PlannedOrder:
+    """Check a clinician's signed choices against the rules; the plan, its key, review window and step texts.
+
+    Nothing is built to be written here: Preview stops at this; Sign and `ldn-app plan` build the Bundle."""
     with core_errors():
         steps = build_schedule(req.titration)
     problems = []
@@ -135,11 +171,59 @@ def plan_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days
     assessment = assess_data(data, as_of=as_of, washout_days=washout_days, start=req.titration.start,
                              reasons=req.reasons or None, data_problems=data_problems)
     check_signable(assessment, req)
-    plan = OrderPlan(patient=data.patient_id, assessment=assessment, titration=req.titration, steps=steps,
-                     reasons=assessment.reasons, requester=req.requester, authored_on=as_of,
-                     override_reason=req.override_reason, attestation=req.attestation,
-                     baseline_pain=req.baseline_pain)
-    return plan, transaction_bundle(plan, recorded or datetime.now().astimezone())
+    return PlannedOrder.of(OrderPlan(patient=data.patient_id, assessment=assessment, titration=req.titration,
+                                     steps=steps, reasons=assessment.reasons, requester=req.requester,
+                                     authored_on=as_of, override_reason=req.override_reason,
+                                     attestation=req.attestation, baseline_pain=req.baseline_pain))
+
+
+def plan_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days: int = WASHOUT_DEFAULT,
+               recorded: datetime | None = None, data_problems: tuple[str, ...] = ()) -> tuple[OrderPlan, dict]:
+    """`ldn-app plan`: the checked plan and the transaction Bundle that signing it would send."""
+    order = check_order(data, req, as_of=as_of, washout_days=washout_days, data_problems=data_problems)
+    return order.plan, transaction_bundle(order, recorded or datetime.now().astimezone())
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What Preview shows: the assessment for the chosen start, and the checked order or why it is refused."""
+
+    assessment: Assessment
+    order: PlannedOrder | None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def steps(self) -> tuple:
+        return self.order.steps if self.order else ()
+
+    @property
+    def review_from(self) -> date | None:
+        return self.order.review_from if self.order else None
+
+    @property
+    def review_to(self) -> date | None:
+        return self.order.review_to if self.order else None
+
+    @property
+    def signable(self) -> bool:
+        return self.order is not None and not self.problems
+
+
+def preview_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days: int = WASHOUT_DEFAULT,
+                  data_problems: tuple[str, ...] = ()) -> Preview:
+    """The checks of an order, nothing built to be written: the plan, or the assessment and what refuses it."""
+    try:
+        order = check_order(data, req, as_of=as_of, washout_days=washout_days, data_problems=data_problems)
+    except (InputError, WriteRefused) as err:
+        assessment = assess_data(data, as_of=as_of, washout_days=washout_days, start=req.titration.start,
+                                 reasons=req.reasons or None, data_problems=data_problems)
+        return Preview(assessment, None, problems_of(err))
+    return Preview(order.plan.assessment, order)
+
+
+def problems_of(err: InputError | WriteRefused) -> tuple[str, ...]:
+    """What a refused form shows: each problem, or the error's message."""
+    return tuple(getattr(err, "problems", None) or [err.user_message])
 
 
 def check_signable(assessment: Assessment, req: SignRequest) -> None:
@@ -178,9 +262,6 @@ def assessment_to_json(a: Assessment) -> dict:
     }
 
 
-__all__ = ["AppError", "SignRequest", "assess_data", "assess_patient", "assessment_to_json", "plan_order"]
-
-
 class Outcome(Enum):
     """What is known about a write: the server confirmed it, refused it, or left us without an answer."""
 
@@ -198,21 +279,6 @@ class SignOutcome:
     message: str
     details: tuple[str, ...] = ()
     refs: tuple[str, ...] = ()  # what the server holds for this key, as far as we know
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    """What the EHR stored for one signed plan: "Type/id" per resource type."""
-
-    refs: dict
-
-    @property
-    def medication_request(self) -> str | None:
-        return self.refs.get("MedicationRequest")
-
-    @property
-    def care_plan(self) -> str | None:
-        return self.refs.get("CarePlan")
 
 
 REFUSED = "The EHR refused the order, so it was not written."
@@ -241,16 +307,18 @@ def write_blockers(gateway, permissions) -> list[str]:
     return []
 
 
-def sign_order(gateway, bundle: dict, permissions) -> SignOutcome:
-    """Write one signed plan and say truthfully what happened: written, not written, or unknown.
+def sign_order(gateway: Gateway, order: PlannedOrder, permissions, recorded: datetime | None = None) -> SignOutcome:
+    """Write one checked order (its Bundle built only now) and say truthfully what happened: written, not
+    written, or unknown.
 
     Unknown (timeout, reset, 5xx, an answer we cannot read) is resolved by looking the order up by
     its key: found active -> written; otherwise it stays unknown, with the same idempotent retry.
     """
-    key = bundle_key(bundle)
+    key = order.key
     blockers = write_blockers(gateway, permissions)
     if blockers:
         raise SigningNotAllowed("; ".join(blockers), user_message=" ".join(blockers))
+    bundle = transaction_bundle(order, recorded or datetime.now().astimezone())
     try:
         result = place_order(gateway, bundle)
     except WriteNotCompleted as err:
@@ -261,12 +329,6 @@ def sign_order(gateway, bundle: dict, permissions) -> SignOutcome:
         return look_up_outcome(gateway, key, _why(err))
     log.info("order %s written: %s", key, ", ".join(result.refs.values()))
     return SignOutcome(Outcome.WRITTEN, key, "The EHR confirmed the order.", refs=tuple(result.refs.values()))
-
-
-def refused_before_commit(err: AppError) -> bool:
-    """A 4xx answer (not 408): the server looked at the request and did not commit it."""
-    status = getattr(err, "http_status", None)
-    return isinstance(status, int) and 400 <= status < 500 and status != 408
 
 
 def look_up_outcome(gateway, key: str, why: str) -> SignOutcome:
@@ -306,34 +368,60 @@ def _diagnostics(err: AppError) -> tuple[str, ...]:
     return tuple(getattr(err, "diagnostics", ()) or ())
 
 
-def bundle_key(bundle: dict) -> str:
-    """The order key carried by the bundle's MedicationRequest."""
-    orders = (e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "MedicationRequest")
-    keys = (own_order_key(order) for order in orders)
-    return next(key for key in keys if key)
+def confirmed_order(gateway: Gateway, key: str, patient_id: str, saved: Mapping) -> tuple[dict, PatientBanner]:
+    """The confirmation of order `key`, rebuilt from the EHR (never another patient's), and its patient's banner.
+
+    `saved` is what the signing launch kept (`confirmation_record`): the refs the server confirmed and the banner
+    it signed under, which saves a Patient read; without it (another launch) the Patient and CarePlan are read."""
+    order = find_order(gateway, key) if ORDER_KEY.match(key) else None
+    if order is None or order["patient"] != patient_id:
+        raise InputError("No order with that reference for this patient.")
+    banner = _saved_banner(saved.get("patient"), patient_id) or read_banner(gateway, patient_id)
+    refs = (parse_reference(r) for r in saved.get("refs", ()))
+    confirmed = {ref.resource_type: ref.text for ref in refs if ref and ref.resource_type}
+    if "CarePlan" not in confirmed and order["status"] == "active":  # another launch: ask the server
+        care_plan = find_care_plan(gateway, key)
+        confirmed.update({"CarePlan": care_plan} if care_plan else {})
+    order["refs"] = {**confirmed, **order["refs"]}  # the server's MedicationRequest wins
+    return order, banner
 
 
-def find_order(gateway, key: str) -> dict | None:
-    """The order this app wrote under `key`, read back from the server (no session needed), or None.
-
-    The MedicationRequest is the commit marker: a transaction writes it with its CarePlan or not at
-    all, and the sequential write makes it active only after its CarePlan exists.
-    """
-    found = gateway.search("MedicationRequest", {"identifier": f"{ORDER_IDENTIFIER_SYSTEM}|{key}"})
-    ours = [r for r in found if own_order_key(r) == key]  # a server may ignore the identifier parameter
-    return written_order(ours[0]) if ours else None
+def confirmation_record(outcome: SignOutcome, data: PatientData) -> dict:
+    """What a signing launch keeps for its confirmation page: the confirmed refs and the patient's banner."""
+    return {"refs": list(outcome.refs), "patient": asdict(data.banner)}
 
 
-def find_care_plan(gateway, key: str) -> str | None:
-    """The reference of the CarePlan this app wrote with the order `key` (same identifier), or None."""
-    found = gateway.search("CarePlan", {"identifier": f"{ORDER_IDENTIFIER_SYSTEM}|{key}"})
-    ours = [r for r in found if own_order_key(r) == key and r.get("id")]
-    return f"CarePlan/{ours[0]['id']}" if ours else None
+def in_chart(order: PlannedOrder, data: PatientData) -> bool:
+    """Whether the record already holds this order, active (a resubmit after success: nothing to send)."""
+    return order.key in own_order_keys(data)
 
 
-def own_order_keys(data: PatientData) -> set[str]:
-    """Keys of the active orders this app wrote for the patient (recognised by our identifier system)."""
-    return {m.own_order_key for m in data.medications if m.own_order_key and m.status == "active"}
+def _saved_banner(saved: object, patient_id: str) -> PatientBanner | None:
+    if not isinstance(saved, dict) or saved.get("id") != patient_id:
+        return None
+    try:
+        return PatientBanner(**saved)
+    except TypeError:
+        return None
+
+
+def read_banner(gateway: Gateway, patient_id: str) -> PatientBanner:
+    """The patient's banner, read from the EHR (a Patient that cannot be read: named by its id)."""
+    try:
+        return patient_banner(gateway.read("Patient", patient_id), patient_id)
+    except AppError as err:
+        log.warning("Patient/%s not readable for the banner: %s", patient_id, type(err).__name__)
+        return PatientBanner(patient_id)
+
+
+def check_patient_exists(gateway: Gateway, patient_id: str) -> None:
+    """Refuse (InputError) a patient id the server does not hold; other failures are raised as they are."""
+    try:
+        gateway.read("Patient", patient_id)
+    except FhirServerError as err:
+        if err.http_status in (404, 410):
+            raise InputError(f"There is no Patient/{patient_id} on this server.") from None
+        raise
 
 
 def own_orders(gateway, data: PatientData, today: date) -> list[dict]:
@@ -351,81 +439,3 @@ def own_orders(gateway, data: PatientData, today: date) -> list[dict]:
     return found
 
 
-def _ref_from_location(location: str | None) -> str | None:
-    ref = parse_reference(location)
-    return ref.local if ref else None
-
-
-def place_order(gateway, bundle: dict) -> WriteResult:
-    """Write the transaction; without transaction support, create in order (see `_place_sequentially`)."""
-    if gateway.supports_transaction():
-        response = gateway.transaction(bundle)
-        refs = {}
-        for sent, got in zip(bundle["entry"], response.get("entry") or [], strict=False):
-            ref = _ref_from_location((got.get("response") or {}).get("location"))
-            if ref is None and isinstance(got.get("resource"), dict):
-                ref = f"{got['resource']['resourceType']}/{got['resource'].get('id')}"
-            refs[sent["resource"]["resourceType"]] = ref
-        if not refs.get("MedicationRequest") or not refs.get("CarePlan"):
-            raise FhirServerError("transaction response without MedicationRequest/CarePlan locations")
-        return WriteResult(refs)
-    return _place_sequentially(gateway, bundle)
-
-
-def _place_sequentially(gateway, bundle: dict) -> WriteResult:
-    """Conditional creates one by one, the MedicationRequest as a draft; activating it is the last step.
-
-    Order: MedicationRequest (status draft), CarePlan, Provenance, then PUT the MedicationRequest to
-    active. So an active MedicationRequest always has its CarePlan: before the last step nothing is an
-    active order, and the last step either lands (written) or not (the draft stays a draft). A failure
-    before the last step deletes what was created (newest first); what cannot be deleted is reported
-    by `WriteNotCompleted.left` and is still only a draft. Conditional creates make a retry resume: the
-    same key finds the draft and the CarePlan and completes them. Needs update on MedicationRequest and
-    delete on all three (smart.scopes.UNDO_NEEDS); `write_blockers` refuses to sign without them.
-    """
-    created: list[str] = []
-    by_type: dict[str, str] = {}
-    urns: dict[str, str] = {}
-    mr_ref, mr_status = None, None
-    try:
-        for entry in bundle["entry"]:
-            stored = _create_step(gateway, entry, urns)
-            ref = f"{stored['resourceType']}/{stored['id']}"
-            urns[entry["fullUrl"]] = ref
-            created.append(ref)
-            by_type[stored["resourceType"]] = ref
-            if stored["resourceType"] == "MedicationRequest":
-                mr_ref, mr_status = ref, stored.get("status")
-    except FhirServerError as err:  # an order already active (a retry) is never undone
-        raise WriteNotCompleted(err, () if mr_status == "active" else _undo(gateway, created)) from err
-    if mr_status != "active":
-        try:
-            gateway.set_status(mr_ref, "active")
-        except FhirServerError as err:  # unanswered: it may be active now, so nothing is deleted
-            raise WriteNotCompleted(err, _undo(gateway, created) if refused_before_commit(err) else ()) from err
-    return WriteResult(by_type)
-
-
-def _create_step(gateway, entry: dict, urns: dict[str, str]) -> dict:
-    resource = rewrite_references(entry["resource"], urns)
-    if resource["resourceType"] == "MedicationRequest":
-        resource["status"] = "draft"
-    stored = gateway.create(resource, if_none_exist=entry["request"].get("ifNoneExist"))
-    status = stored.get("status")
-    if stored["resourceType"] == "MedicationRequest" and status not in (None, "draft", "active"):
-        raise FhirServerError(f"an earlier order with this key is {status}", http_status=409, diagnostics=(
-            f"An earlier order with this key is {status} in the chart; change the plan to sign a new one.",))
-    return stored
-
-
-def _undo(gateway, created: list[str]) -> tuple[str, ...]:
-    """Delete what a failed sequential write created, newest first; the refs that could not be deleted."""
-    left = []
-    for ref in reversed(created):
-        try:
-            gateway.delete(ref)
-        except AppError as err:
-            log.error("could not undo %s after a failed sequential write (%s); it is a draft, needs review",
-                      ref, type(err).__name__)
-            left.append(ref)
-    return tuple(left)

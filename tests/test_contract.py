@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from smart_app.fhir.contract import (
     DELETED_TYPES,
     FOLLOW_UP_READ_TYPES,
     FOLLOW_UP_UPDATED_TYPES,
+    ORDER_TYPES,
     READ_TYPES,
     SEARCHED_TYPES,
     UPDATED_TYPES,
@@ -21,8 +23,10 @@ from smart_app.fhir.contract import (
     resolve,
     rewrite_references,
 )
+from smart_app.smart.scopes import EHR_LAUNCH, requested_scopes
 
 CAPABILITY = Path(__file__).resolve().parents[1] / "fhir_profiles" / "CapabilityStatement-ldn-app-client.json"
+RECORDINGS = Path(__file__).resolve().parent / "recordings"
 
 
 def _interactions() -> dict[str, set[str]]:
@@ -50,6 +54,29 @@ def test_every_type_searched_by_patient_is_declared_searchable():
 
 def test_every_type_the_app_writes_is_declared_creatable():
     assert {t for t, codes in _interactions().items() if "create" in codes} == set(WRITTEN_TYPES)
+
+
+def _recorded_server_statement() -> dict:
+    """sekmet's CapabilityStatement as `ldn-app record` captured it (tests/recordings)."""
+    recorded = yaml.safe_load((RECORDINGS / "ldn-crps.yaml").read_text(encoding="utf-8"))["responses"]
+    return json.loads(next(r["response"]["body"] for r in recorded if r["response"]["url"].endswith("/metadata")))
+
+
+def test_a_real_servers_capability_statement_offers_every_interaction_the_contract_needs():
+    statement = _recorded_server_statement()
+    [rest] = [r for r in statement["rest"] if r["mode"] == "server"]
+    offered = {r["type"]: {i["code"] for i in r.get("interaction", [])} for r in rest["resource"]}
+    needs = [(t, "read") for t in READ_TYPES] + [(t, "search-type") for t in (*SEARCHED_TYPES, *FOLLOW_UP_READ_TYPES)]
+    needs += [(t, "create") for t in WRITTEN_TYPES] + [(t, "delete") for t in DELETED_TYPES]
+    needs += [(t, "update") for t in UPDATED_TYPES | FOLLOW_UP_UPDATED_TYPES]
+    assert [(t, code) for t, code in needs if code not in offered.get(t, set())] == []
+    assert "transaction" in {i["code"] for i in rest.get("interaction", [])}
+
+
+def test_the_scopes_requested_name_exactly_the_contracts_read_and_order_types():
+    requested = requested_scopes(["permission-v2"], EHR_LAUNCH).split()
+    assert {s.split("/")[1].split(".")[0] for s in requested if s.endswith(".rs")} == set(READ_TYPES)
+    assert {s.split("/")[1].split(".")[0] for s in requested if ".c" in s} >= set(ORDER_TYPES)
 
 
 @pytest.mark.parametrize(("text", "kind", "local", "version"), [

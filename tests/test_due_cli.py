@@ -11,8 +11,9 @@ from smart_app.cli import main
 from smart_app.clinical.model import TitrationRequest
 from smart_app.fhir.gateway import FhirGateway
 from smart_app.fhir.load import load_bundles
+from smart_app.fhir.write import place_order
 from smart_app.samples import SAMPLE_AS_OF, load_sample
-from smart_app.services import SignRequest, place_order, plan_order, read_patient
+from smart_app.services import SignRequest, plan_order, read_patient
 
 pytestmark = pytest.mark.live
 EARLY, LATE = SAMPLE_AS_OF + timedelta(days=1), SAMPLE_AS_OF + timedelta(days=30)

@@ -1,4 +1,5 @@
-"""Issue 13: the dependency direction is checked, not hoped for (the clinical core imports only the stdlib)."""
+"""Issue 13: the dependency direction is checked, not hoped for (AST): the clinical core imports only the stdlib;
+web imports services, errors and smart - no fhir or clinical module."""
 
 from __future__ import annotations
 
@@ -10,18 +11,28 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CLINICAL = ROOT / "smart_app" / "clinical"
+WEB = ROOT / "smart_app" / "web"
+WEB_MAY_IMPORT = ("smart_app.services", "smart_app.errors", "smart_app.smart", "smart_app.web")
 
 
-def imported_modules(source: str, package: str) -> list[str]:
-    """Every module a source file imports, relative imports resolved against its package."""
+def imports_of(source: str, package: str) -> list[tuple[int, str]]:
+    """(line, module) of every import of a source file, relative imports resolved against its package;
+    `from . import x` names the module `package.x`."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            found.extend(alias.name for alias in node.names)
+            found.extend((node.lineno, alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
-            found.append(".".join([*base, node.module] if node.module else base))
+            if node.module:
+                found.append((node.lineno, ".".join([*base, node.module])))
+            else:
+                found.extend((node.lineno, ".".join([*base, alias.name])) for alias in node.names)
     return found
+
+
+def imported_modules(source: str, package: str) -> list[str]:
+    return [module for _, module in imports_of(source, package)]
 
 
 def package_of(path: Path) -> str:
@@ -51,3 +62,30 @@ def test_every_rule_module_quotes_its_rule_and_names_its_sources_at_the_top():
         rule = path.name[:2].upper()
         assert f"Rule {rule}, quoted from docs/clinical-rules.md" in doc, path.name
         assert '"' in doc and "Sources:" in doc, path.name
+
+
+def web_imports_refused(allowed) -> list[str]:
+    """Every import of a smart_app module by the web layer that `allowed(module)` refuses, with its place."""
+    return [f"{path.relative_to(ROOT)}:{line} imports {module}" for path in sorted(WEB.rglob("*.py"))
+            for line, module in imports_of(path.read_text(encoding="utf-8"), package_of(path))
+            if module.split(".")[0] == "smart_app" and not allowed(module)]
+
+
+def test_web_imports_no_fhir_and_no_clinical_module():
+    assert web_imports_refused(lambda m: not m.startswith(("smart_app.fhir", "smart_app.clinical"))) == []
+
+
+def test_web_imports_only_services_errors_and_smart():
+    assert web_imports_refused(lambda m: m.startswith(WEB_MAY_IMPORT)) == []
+
+
+@pytest.mark.parametrize(("source", "expected"), [
+    ("from ..fhir.parse import PatientData", "smart_app.fhir.parse"),
+    ("from ..clinical import model", "smart_app.clinical"),
+    ("import smart_app.fhir.gateway as g", "smart_app.fhir.gateway"),
+    ("def f():\n    from ..fhir import build", "smart_app.fhir"),
+    ("from .. import review", "smart_app.review"),
+    ("from . import views", "smart_app.web.views"),
+])
+def test_the_import_check_resolves_every_form_the_web_rule_refuses(source, expected):
+    assert imported_modules(source, "smart_app.web") == [expected]

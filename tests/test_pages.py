@@ -1,7 +1,8 @@
 """Every clinician page in process (Flask test client, the fake EHR of conftest): milliseconds per page.
 
-The launch landing, review, preview, sign -> confirmation, the follow-up visit and its recorded review, and the
-error pages. The two-tab, refusal and form-limit cases are in test_launch_context.py and test_form_limits.py.
+The launch landing, review, preview, sign -> confirmation, the open-server search, the follow-up visit and its
+recorded review, and the error pages. The two-tab, refusal and form-limit cases are in test_launch_context.py
+and test_form_limits.py.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from fake_ehr import form_fields
+from fake_ehr import FULL_SCOPE, form_fields
 from werkzeug.datastructures import MultiDict
 
 from smart_app.samples import SAMPLE_AS_OF
 
+ISS = "https://ehr.example.org/fhir"
 PATIENT, LABEL = "ldn-fibromyalgia", "Maria Elena Alvarez"
 SMART = {"authorization_endpoint": "https://ehr.example.org/authorize",
          "token_endpoint": "https://ehr.example.org/token", "capabilities": ["launch-ehr", "permission-v2"],
@@ -78,6 +80,16 @@ def test_preview_shows_the_schedule_and_review_window_and_writes_nothing(client,
     assert ehr.written == []
 
 
+def test_preview_builds_no_fhir_resources(client, launched, monkeypatch):
+    def no_bundle(*_args, **_kwargs):
+        raise AssertionError("preview built a FHIR write")
+
+    monkeypatch.setattr("smart_app.fhir.build.validated_bundle", no_bundle)
+    monkeypatch.setattr("smart_app.fhir.models.validate_r4", no_bundle)
+    review = text(client.get("/", query_string={"lid": launched(PATIENT)}))
+    assert post(client, "/preview", review, "plan-form").status_code == 200
+
+
 def test_sign_writes_the_order_once_and_the_confirmation_shows_it(client, launched, ehr):
     lid = launched(PATIENT)
     confirmation = client.get(signed(client, lid))
@@ -88,11 +100,53 @@ def test_sign_writes_the_order_once_and_the_confirmation_shows_it(client, launch
         "CarePlan", "MedicationRequest", "Provenance"]
 
 
+def test_a_dose_outside_the_forms_limits_is_refused_naming_the_field_with_the_clinicians_inputs_kept(client, launched):
+    review = text(client.get("/", query_string={"lid": launched("ldn-low-back-pain")}))
+    refused = post(client, "/preview", review, "plan-form", target="6")
+    assert refused.status_code == 400
+    assert "Target dose: 6 is outside the form&#39;s limits (0.5 to 4.5)" in text(refused)
+    assert 'id="target" name="target" value="6"' in text(refused) and 'id="sign-button"' not in text(refused)
+
+
+def test_a_recently_stopped_opioid_defaults_the_start_to_the_earliest_safe_date_which_previews_signable(
+        client, launched):
+    review = text(client.get("/", query_string={"lid": launched("ldn-tramadol-5-days")}))
+    earliest = re.search(r'id="earliest-start" datetime="([^"]+)"', review).group(1)
+    assert shown(review, "decision") == "wait-washout" and earliest > SAMPLE_AS_OF.isoformat()
+    assert f'id="start" name="start" value="{earliest}"' in review
+    preview = text(post(client, "/preview", review, "plan-form"))
+    assert shown(preview, "preview-decision") == "eligible" and 'id="sign-button"' in preview
+
+
+def test_a_read_only_grant_shows_the_assessment_with_signing_disabled_and_a_forged_sign_writes_nothing(
+        client, launched, ehr):
+    read_only = " ".join(s for s in FULL_SCOPE.split() if not s.endswith(".c"))
+    review = text(client.get("/", query_string={"lid": launched(PATIENT, scope=read_only)}))
+    assert shown(review, "decision") == "eligible" and "MedicationRequest" in shown(review, "signing-disabled")
+    assert 'id="sign-button"' not in text(post(client, "/preview", review, "plan-form"))
+    forged = post(client, "/sign", review, "plan-form")
+    assert forged.status_code == 403 and ehr.written == []
+
+
 def test_a_refused_sign_shows_the_reasons_on_the_form_and_writes_nothing(client, launched, ehr):
     review = text(client.get("/", query_string={"lid": launched("ldn-oxycodone-active")}))
     refused = post(client, "/sign", review, "plan-form")
-    assert refused.status_code in (403, 409, 422) and "Contraindicated - cannot be signed" in text(refused)
+    assert refused.status_code == 409 and "Contraindicated - cannot be signed" in text(refused)
     assert 'id="plan-form"' in text(refused) and ehr.written == []
+
+
+# --- an open server (LDN_OPEN_SERVERS): patient search, pick, review --------------------------------------
+
+def test_an_open_server_search_finds_the_patient_and_the_pick_opens_the_review_under_the_banner(app, client):
+    app.config.update(OPEN_SERVERS=ISS, OPEN_REQUESTER="Practitioner/ldn-sample-prescriber")
+    found = text(client.get("/open/patients", query_string={"iss": ISS, "id": PATIENT}))
+    assert "1 patient found" in found and f'id="pick-{PATIENT}"' in found and 'id="open-server-banner"' in found
+    picked = client.get("/open/review", query_string={"iss": ISS, "patient": PATIENT})
+    review = text(client.get(picked.headers["Location"]))
+    assert shown(review, "patient-name") == LABEL and shown(review, "decision") == "eligible"
+    assert 'id="open-server-banner"' in review
+    missing = client.get("/open/review", query_string={"iss": ISS, "patient": "no-such-patient"})
+    assert missing.status_code == 400 and "There is no Patient/no-such-patient on this server." in text(missing)
 
 
 # --- the follow-up visit -----------------------------------------------------------------------------------

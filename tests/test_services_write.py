@@ -9,10 +9,12 @@ import pytest
 
 from smart_app.clinical.model import TitrationRequest
 from smart_app.errors import FhirAuthError, FhirServerError, FhirUnavailable, SigningNotAllowed
+from smart_app.fhir.build import transaction_bundle
 from smart_app.fhir.gateway import PatientRecord
 from smart_app.fhir.parse import patients_from_bundle
+from smart_app.fhir.write import find_order, place_order
 from smart_app.samples import SAMPLE_AS_OF, load_sample
-from smart_app.services import Outcome, SignRequest, assess_patient, find_order, place_order, plan_order, sign_order
+from smart_app.services import Outcome, SignRequest, assess_patient, check_order, sign_order
 from smart_app.smart.scopes import granted_permissions
 
 
@@ -84,10 +86,17 @@ ALL = granted_permissions("patient/*.cruds")
 CREATE_ONLY = granted_permissions("patient/*.rs patient/MedicationRequest.c patient/CarePlan.c patient/Provenance.c")
 
 
-def bundle_for(pid="ldn-fibromyalgia"):
+RECORDED = datetime(2026, 1, 15, 9, 0).astimezone()
+
+
+def order_for(pid="ldn-fibromyalgia"):
     data = patients_from_bundle(load_sample(pid))[pid]
     req = SignRequest(titration=TitrationRequest(start=date(2026, 1, 20)), requester="Practitioner/1")
-    return plan_order(data, req, as_of=SAMPLE_AS_OF, recorded=datetime(2026, 1, 15, 9, 0).astimezone())[1]
+    return check_order(data, req, as_of=SAMPLE_AS_OF)
+
+
+def bundle_for(pid="ldn-fibromyalgia"):
+    return transaction_bundle(order_for(pid), RECORDED)
 
 
 def test_without_transaction_support_resources_are_created_in_order_with_references_rewritten():
@@ -101,44 +110,44 @@ def test_without_transaction_support_resources_are_created_in_order_with_referen
 
 def test_a_refused_transaction_is_reported_as_not_written_with_the_servers_reason():
     gw = FakeGateway(transaction_error=FhirServerError("no", http_status=422, diagnostics=("bad dose",)))
-    outcome = sign_order(gw, bundle_for(), ALL)
+    outcome = sign_order(gw, order_for(), ALL)
     assert outcome.outcome is Outcome.NOT_WRITTEN and outcome.details == ("bad dose",)
     assert "not written" in outcome.message
 
 
 def test_a_transaction_whose_answer_is_lost_after_commit_is_found_by_its_key_and_reported_written():
     gw = FakeGateway(transaction_error=FhirUnavailable("reset"), commit_then_fail=True)
-    outcome = sign_order(gw, bundle_for(), ALL)
+    outcome = sign_order(gw, order_for(), ALL)
     assert outcome.outcome is Outcome.WRITTEN and "is in the chart" in outcome.message
     assert len(gw.of_type("MedicationRequest")) == 1
 
 
 def test_a_timeout_before_commit_stays_unknown_and_says_the_order_is_not_in_the_chart_and_retry_is_safe():
     gw = FakeGateway(transaction_error=FhirUnavailable("timeout"))
-    outcome = sign_order(gw, bundle_for(), ALL)
+    outcome = sign_order(gw, order_for(), ALL)
     assert outcome.outcome is Outcome.UNKNOWN and "not in the chart now" in outcome.message
     assert "nothing was written" not in outcome.message.lower() and "Signing again is safe" in outcome.message
 
 
 def test_a_failure_after_the_first_create_deletes_the_draft_and_leaves_nothing_active():
     gw = FakeGateway(transactions=False, fail_create_of="CarePlan")
-    outcome = sign_order(gw, bundle_for(), ALL)
+    outcome = sign_order(gw, order_for(), ALL)
     assert outcome.outcome is Outcome.NOT_WRITTEN and gw.stored == {}
 
 
 def test_an_undo_that_is_denied_leaves_only_a_draft_and_a_retry_completes_it_once():
     gw = FakeGateway(transactions=False, fail_create_of="CarePlan", deny_delete=True)
-    outcome = sign_order(gw, bundle_for(), ALL)
+    outcome = sign_order(gw, order_for(), ALL)
     assert outcome.outcome is Outcome.NOT_WRITTEN and "drafts, not an active order" in outcome.message
     assert [r["status"] for r in gw.of_type("MedicationRequest")] == ["draft"] and gw.of_type("CarePlan") == []
     gw.fail_create_of = None
-    assert sign_order(gw, bundle_for(), ALL).outcome is Outcome.WRITTEN
+    assert sign_order(gw, order_for(), ALL).outcome is Outcome.WRITTEN
     assert [r["status"] for r in gw.of_type("MedicationRequest")] == ["active"] and len(gw.of_type("CarePlan")) == 1
 
 
 def test_an_unanswered_activation_keeps_the_draft_and_reports_unknown():
     gw = FakeGateway(transactions=False, fail_activation=FhirUnavailable("timeout"))
-    outcome = sign_order(gw, bundle_for(), ALL)
+    outcome = sign_order(gw, order_for(), ALL)
     assert outcome.outcome is Outcome.UNKNOWN and "only a draft" in outcome.message
     assert [r["status"] for r in gw.of_type("MedicationRequest")] == ["draft"] and len(gw.of_type("CarePlan")) == 1
 
@@ -146,14 +155,14 @@ def test_an_unanswered_activation_keeps_the_draft_and_reports_unknown():
 def test_without_transactions_and_without_undo_scopes_signing_is_refused_before_anything_is_sent():
     gw = FakeGateway(transactions=False)
     with pytest.raises(SigningNotAllowed, match="does not support transactions"):
-        sign_order(gw, bundle_for(), CREATE_ONLY)
+        sign_order(gw, order_for(), CREATE_ONLY)
     assert gw.stored == {}
-    assert sign_order(FakeGateway(), bundle_for(), CREATE_ONLY).outcome is Outcome.WRITTEN  # a transaction needs none
+    assert sign_order(FakeGateway(), order_for(), CREATE_ONLY).outcome is Outcome.WRITTEN  # a transaction needs none
 
 
 def test_the_written_order_is_rebuilt_from_the_server_by_its_key_alone():
     gw = FakeGateway()
-    outcome = sign_order(gw, bundle_for(), ALL)
+    outcome = sign_order(gw, order_for(), ALL)
     order = find_order(gw, outcome.key)
     assert order["status"] == "active" and order["patient"] == "ldn-fibromyalgia" and order["start"] == "2026-01-20"
     assert [s["dose"] for s in order["steps"]] == [1.5, 3.0, 4.5]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from ..clinical.model import OWN_ORDER_SYSTEM, OrderPlan, TitrationStep
@@ -21,12 +22,13 @@ from ..clinical.rules.r6_follow_up import (
     MONITORING_TEXT,
     REVIEW_ACTIVITY_DISPLAY,
     REVIEW_ACTIVITY_TEXT,
-    REVIEW_WINDOW_DAYS,
     REVIEW_WINDOW_TEXT,
     SIDE_EFFECT_CHECK_DAYS,
     SIDE_EFFECT_CHECK_TEXT,
+    review_window,
 )
 from ..clinical.terminology import CANONICAL_BASE, RXNORM, SNOMED, UCUM
+from .contract import parse_reference, reference_of
 from .models import validate_r4
 
 ORDER_IDENTIFIER_SYSTEM = OWN_ORDER_SYSTEM
@@ -41,6 +43,26 @@ PAIN_NRS = {"system": LOINC, "code": "72514-3",
             "display": "Pain severity - 0-10 verbal numeric rating [Score] - Reported"}
 ORAL = {"system": SNOMED, "code": "26643006", "display": "Oral route"}
 _UUID_NS = uuid.UUID("6f1c2a52-3d0e-4b8e-9a57-2f6f0b1d5c11")
+
+
+@dataclass(frozen=True)
+class PlannedOrder:
+    """A checked plan and what its pages and its write share, computed once: key, review window, step texts."""
+
+    plan: OrderPlan
+    key: str
+    review_from: date
+    review_to: date
+    steps: tuple[tuple[TitrationStep, str], ...]  # each step and the words that describe it
+
+    @classmethod
+    def of(cls, plan: OrderPlan) -> PlannedOrder:
+        return cls(plan, order_key(plan), *review_window(plan.titration.start), described_steps(plan))
+
+
+def described_steps(plan: OrderPlan) -> tuple[tuple[TitrationStep, str], ...]:
+    """Each step of the plan with the words the order, the preview and the patient read."""
+    return tuple((s, describe_step(s, plan.titration.start)) for s in plan.steps)
 
 
 def order_key(plan: OrderPlan) -> str:
@@ -64,7 +86,7 @@ def _urn(key: str, kind: str) -> str:
 
 
 def _ref(reference: str | None, fallback_display: str) -> dict:
-    if reference and "/" in reference:
+    if parse_reference(reference) is not None:
         return {"reference": reference}
     return {"display": reference or fallback_display}
 
@@ -73,11 +95,10 @@ def _mg(value: float) -> dict:
     return {"value": value, "unit": "mg", "system": UCUM, "code": "mg"}
 
 
-def dosage(step: TitrationStep, first_day: date) -> dict:
+def dosage(step: TitrationStep, text: str) -> dict:
     bounds = {"start": step.start.isoformat()}
     if step.end:
         bounds["end"] = step.end.isoformat()
-    text = describe_step(step, first_day)
     return {
         "sequence": step.sequence,
         "text": text,
@@ -89,7 +110,7 @@ def dosage(step: TitrationStep, first_day: date) -> dict:
     }
 
 
-def medication_request(plan: OrderPlan, key: str) -> dict:
+def medication_request(plan: OrderPlan, key: str, steps: tuple[tuple[TitrationStep, str], ...]) -> dict:
     t = plan.titration
     notes = [{"text": PHARMACY_NOTE}]
     if plan.override_reason:
@@ -120,7 +141,7 @@ def medication_request(plan: OrderPlan, key: str) -> dict:
         "requester": _ref(plan.requester, "Prescriber not identified"),
         "reasonReference": [{"reference": r} for r in plan.reasons],
         "note": notes,
-        "dosageInstruction": [dosage(s, t.start) for s in plan.steps],
+        "dosageInstruction": [dosage(s, text) for s, text in steps],
         "dispenseRequest": {
             "validityPeriod": {"start": t.start.isoformat(), "end": (t.start + timedelta(days=365)).isoformat()},
             "expectedSupplyDuration": {"value": t.supply_days, "unit": "days", "system": UCUM, "code": "d"},
@@ -138,11 +159,10 @@ def _activity(code: str, text: str, status: str, start: date, end: date | None, 
                        "description": description}}
 
 
-def efficacy_review(start: date) -> dict:
-    """The CarePlan activity booking the efficacy review (REVIEW_WINDOW_TEXT) after a titration from `start`."""
-    low, high = REVIEW_WINDOW_DAYS
-    return _activity("efficacy-review", REVIEW_ACTIVITY_DISPLAY, "scheduled", start + timedelta(days=low),
-                     start + timedelta(days=high), REVIEW_ACTIVITY_TEXT, kind="Appointment")
+def efficacy_review(window: tuple[date, date]) -> dict:
+    """The CarePlan activity booking the efficacy review in its `window` (`review_window`)."""
+    return _activity("efficacy-review", REVIEW_ACTIVITY_DISPLAY, "scheduled", *window, REVIEW_ACTIVITY_TEXT,
+                     kind="Appointment")
 
 
 def pain_observation(patient: str, score: int, when: datetime, performer: str | None, key: str,
@@ -163,8 +183,8 @@ def pain_observation(patient: str, score: int, when: datetime, performer: str | 
     }
 
 
-def care_plan(plan: OrderPlan, key: str, mr_urn: str, baseline_urn: str | None = None) -> dict:
-    start = plan.titration.start
+def care_plan(order: PlannedOrder, mr_urn: str, baseline_urn: str | None = None) -> dict:
+    plan, key, start = order.plan, order.key, order.plan.titration.start
     supporting = [{"reference": baseline_urn, "display": "Baseline pain score (0-10)"}] if baseline_urn else None
     return _without_none({
         "resourceType": "CarePlan",
@@ -182,7 +202,7 @@ def care_plan(plan: OrderPlan, key: str, mr_urn: str, baseline_urn: str | None =
         "addresses": [{"reference": r} for r in plan.reasons],
         "activity": [
             {"reference": {"reference": mr_urn, "display": "Low-dose naltrexone titration"}},
-            efficacy_review(start),
+            efficacy_review((order.review_from, order.review_to)),
             _activity("withdrawal-monitoring", MONITORING_DISPLAY, "not-started", start,
                       start + timedelta(days=MONITORING_DAYS), MONITORING_TEXT, kind="CommunicationRequest"),
             _activity("side-effect-check", "Side-effect check", "not-started", start,
@@ -224,16 +244,16 @@ def _entry(urn: str, resource: dict, type_: str, condition: str) -> dict:
             "request": {"method": "POST", "url": type_, "ifNoneExist": condition}}
 
 
-def transaction_bundle(plan: OrderPlan, recorded: datetime) -> dict:
-    """The write-back, validated against R4 before it is returned."""
-    key = order_key(plan)
+def transaction_bundle(order: PlannedOrder, recorded: datetime) -> dict:
+    """The write-back, validated against R4 before it is returned (built only to be sent: Sign, `ldn-app plan`)."""
+    plan, key = order.plan, order.key
     mr_urn, cp_urn, pv_urn = _urn(key, "mr"), _urn(key, "cp"), _urn(key, "pv")
     by_identifier = f"identifier={ORDER_IDENTIFIER_SYSTEM}|{key}"
     baseline = _baseline_entry(plan, key, recorded)
     resources = [
-        (mr_urn, medication_request(plan, key), "MedicationRequest", by_identifier),
+        (mr_urn, medication_request(plan, key, order.steps), "MedicationRequest", by_identifier),
         *([baseline] if baseline else []),  # before the CarePlan that refers to it (a sequential write needs this)
-        (cp_urn, care_plan(plan, key, mr_urn, baseline[0] if baseline else None), "CarePlan", by_identifier),
+        (cp_urn, care_plan(order, mr_urn, baseline[0] if baseline else None), "CarePlan", by_identifier),
         (pv_urn, provenance(plan, key, [mr_urn, cp_urn, *([baseline[0]] if baseline else [])], recorded),
          "Provenance", f"_tag={ORDER_TAG_SYSTEM}|{key}"),
     ]
@@ -271,14 +291,18 @@ def written_order(mr: dict) -> dict:
     """What the confirmation page shows, read back from a MedicationRequest this app wrote."""
     steps = [_written_step(d) for d in mr.get("dosageInstruction") or [] if isinstance(d, dict)]
     start = min((s["start"] for s in steps if s["start"]), default=None)
-    low, high = REVIEW_WINDOW_DAYS
-    first = date.fromisoformat(start) if start else None
+    window = review_window(date.fromisoformat(start)) if start else (None, None)
     supply = ((mr.get("dispenseRequest") or {}).get("expectedSupplyDuration") or {}).get("value")
     return {"key": own_order_key(mr), "refs": {"MedicationRequest": f"MedicationRequest/{mr.get('id')}"},
-            "status": mr.get("status"), "patient": (mr.get("subject") or {}).get("reference", "").split("/")[-1],
+            "status": mr.get("status"), "patient": subject_id(mr),
             "start": start, "steps": steps, "supply_days": supply,
-            "review_from": (first + timedelta(days=low)).isoformat() if first else None,
-            "review_to": (first + timedelta(days=high)).isoformat() if first else None}
+            "review_from": window[0] and window[0].isoformat(), "review_to": window[1] and window[1].isoformat()}
+
+
+def subject_id(resource: dict) -> str | None:
+    """The id of the patient a resource's `subject` names, or None."""
+    ref = reference_of(resource.get("subject"))
+    return ref.id if ref else None
 
 
 def _written_step(d: dict) -> dict:

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 MEDICATION_USE_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationDispense")
 SEARCHED_TYPES = (*MEDICATION_USE_TYPES, "Condition")  # searched by patient
 READ_TYPES = ("Patient", *SEARCHED_TYPES, "Medication")
-WRITTEN_TYPES = ("MedicationRequest", "CarePlan", "Provenance", "Observation")  # Observation: pain scores
+ORDER_TYPES = ("MedicationRequest", "CarePlan", "Provenance")  # what every signed order writes (create scopes)
+WRITTEN_TYPES = (*ORDER_TYPES, "Observation")  # Observation: pain scores
 FOLLOW_UP_READ_TYPES = ("CarePlan", "Observation", "Provenance")  # the app's own plan, baseline, review record
 FOLLOW_UP_UPDATED_TYPES = frozenset({"MedicationRequest", "CarePlan"})  # the recorded review (PUT, If-Match)
 # Only without `transaction` (services._place_sequentially): the draft order is activated by read + update,

@@ -64,6 +64,49 @@ class PatientData:
     warnings: tuple[str, ...] = ()  # what the EHR noted about the searches (OperationOutcome warnings), shown as is
     problems: list[str] = field(default_factory=list)  # unreadable records, each named with the reason
 
+    @property
+    def banner(self) -> PatientBanner:
+        return patient_banner(self.patient, self.patient_id)
+
+
+NAME_NOT_RECORDED = "(name not recorded)"
+
+
+@dataclass(frozen=True)
+class PatientBanner:
+    """How every page names a patient: name, birth date and gender as read from the Patient (not read: its id)."""
+
+    id: str
+    read: bool = False
+    name: str = NAME_NOT_RECORDED
+    birth_date: str | None = None
+    gender: str | None = None
+
+    @property
+    def label(self) -> str:
+        """Name and birth date ("Patient/<id>" when the Patient could not be read): how POSTs and refusals name it."""
+        return f"{self.name} (born {self.birth_date or 'unknown'})" if self.read else f"Patient/{self.id}"
+
+
+def patient_banner(patient: object, patient_id: str) -> PatientBanner:
+    """The banner of a Patient resource (None or not a Patient: unread)."""
+    if not isinstance(patient, dict) or patient.get("resourceType", "Patient") != "Patient":
+        return PatientBanner(patient_id)
+    birth, gender = patient.get("birthDate"), patient.get("gender")
+    return PatientBanner(patient_id, True, display_name(patient), birth if isinstance(birth, str) else None,
+                         gender if isinstance(gender, str) else None)
+
+
+def display_name(patient: dict) -> str:
+    """A Patient's name as people read it: the first name's text, else given + family."""
+    names = [n for n in patient.get("name") or () if isinstance(n, dict)]
+    name = next((n["text"] for n in names if isinstance(n.get("text"), str)), None)
+    if name is None and names:
+        given = [g for g in names[0].get("given") or () if isinstance(g, str)]
+        family = names[0].get("family")
+        name = " ".join([*given, family if isinstance(family, str) else ""]).strip()
+    return name or NAME_NOT_RECORDED
+
 
 class Unreadable(Exception):
     """A part of a record that identifies it could not be read (internal: caught per record)."""

@@ -11,7 +11,7 @@ import copy
 from datetime import date, datetime
 
 from ..clinical.model import OrderPlan
-from ..clinical.rules.r6_follow_up import BENEFITS, DECISIONS, SIDE_EFFECTS
+from ..clinical.rules.r6_follow_up import BENEFITS, DECISIONS, SIDE_EFFECTS, review_window
 from ..clinical.terminology import CANONICAL_BASE
 from .build import (
     OBSERVATION_IDENTIFIER_SYSTEM,
@@ -19,9 +19,11 @@ from .build import (
     ORDER_TAG_SYSTEM,
     _ref,
     _urn,
+    described_steps,
     efficacy_review,
     medication_request,
     pain_observation,
+    subject_id,
     validated_bundle,
 )
 
@@ -62,7 +64,7 @@ def reviewed_care_plan(care_plan: dict, review, key: str, pain_urn: str | None, 
     if new_order_urn:
         cp["activity"].append({"reference": {"reference": new_order_urn, "display": review.order_display}})
     if review.decision == "adjust" and new_start:
-        cp["activity"].append(efficacy_review(new_start))
+        cp["activity"].append(efficacy_review(review_window(new_start)))
     if review.decision == "stop":
         cp["status"] = "completed"
         cp.setdefault("period", {})["end"] = when.date().isoformat()
@@ -86,7 +88,7 @@ def closed_order(order: dict, review, when: datetime) -> dict:
 
 def new_order(plan: OrderPlan, key: str, prior: str) -> dict:
     """The maintenance (continue) or new titration (adjust) order that replaces `prior`."""
-    return {**medication_request(plan, key), "priorPrescription": {"reference": prior}}
+    return {**medication_request(plan, key, described_steps(plan)), "priorPrescription": {"reference": prior}}
 
 
 def _put(resource: dict, ref: str, base_url: str) -> dict:
@@ -109,7 +111,7 @@ def review_bundle(written, review, key: str, when: datetime, requester: str | No
     entries, targets = [], []
     pain_urn = _urn(key, "pain") if review.pain is not None else None
     if pain_urn:
-        obs = pain_observation(written.care_plan["subject"]["reference"].split("/")[-1], review.pain, when,
+        obs = pain_observation(subject_id(written.care_plan) or "", review.pain, when,
                                requester, key, "review")
         entries.append(_post(pain_urn, obs, f"identifier={OBSERVATION_IDENTIFIER_SYSTEM}|{key}-review"))
         targets.append(pain_urn)

@@ -12,12 +12,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from smart_app.fhir.contract import DELETED_TYPES, UPDATED_TYPES
+from smart_app.fhir.contract import DELETED_TYPES, ORDER_TYPES, READ_TYPES, UPDATED_TYPES
 
-READ_TYPES: tuple[str, ...] = (
-    "Patient", "Condition", "MedicationRequest", "MedicationStatement", "MedicationDispense", "Medication",
-)
-WRITE_TYPES: tuple[str, ...] = ("MedicationRequest", "CarePlan", "Provenance")
+WRITE_TYPES = ORDER_TYPES  # the create scopes signing needs
 # Beyond create: what the sequential write (servers without `transaction`) needs to activate its draft
 # MedicationRequest and to remove what it created when a later step fails (services.place_order).
 UNDO_NEEDS: dict[str, str] = {t: ("u" if t in UPDATED_TYPES else "") + ("d" if t in DELETED_TYPES else "")

@@ -7,11 +7,20 @@ from datetime import date
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from ..clinical.model import TitrationRequest
-from ..clinical.rules.r6_follow_up import BENEFITS, DECISIONS, SIDE_EFFECTS, TEXT_MAX, Review, pain_score
 from ..errors import FhirServerError, InputError, WriteRefused
-from ..follow_up import find_written_plan, follow_up, record_review
-from ..services import assess_data
+from ..services import (
+    BENEFITS,
+    DECISIONS,
+    SIDE_EFFECTS,
+    TEXT_MAX,
+    Review,
+    TitrationRequest,
+    assess_data,
+    find_written_plan,
+    follow_up,
+    pain_score,
+    record_review,
+)
 from . import views
 
 bp = Blueprint("follow_up", __name__)
@@ -79,7 +88,7 @@ def render_follow_up(ctx, plan, *, form: ReviewForm | None = None, errors=(), st
     assessment = assess_data(data, as_of=views.today(), washout_days=views._washout(), data_problems=problems)
     shown = follow_up(plan, data, assessment, problems, views.today())
     form = form or ReviewForm(start=views.today().isoformat())
-    page = render_template("follow_up.html", ctx=ctx, patient=data.patient or {}, shown=shown, form=form,
+    page = render_template("follow_up.html", ctx=ctx, patient=data.banner, shown=shown, form=form,
                            errors=list(errors), blocked=views.signing_blocked(ctx), benefits=BENEFITS,
                            decisions=DECISIONS, side_effects=SIDE_EFFECTS, text_max=TEXT_MAX)
     return page, status
@@ -116,4 +125,4 @@ def record():
         return render_follow_up(ctx, plan, form=form, status=err.status, errors=[
             err.user_message, *err.diagnostics, "If the EHR did not answer, the review may or may not be written: "
             "reload this page to see; recording the same review again is safe (the same review key)."])
-    return render_template("review_done.html", ctx=ctx, patient=data.patient or {}, outcome=outcome)
+    return render_template("review_done.html", ctx=ctx, patient=data.banner, outcome=outcome)

@@ -9,8 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from flask import Blueprint, current_app, jsonify
 
 from ..errors import SessionStoreUnavailable
-from ..open_servers import open_servers
-from ..services import fhir_base_problem
+from ..services import fhir_base_problem, open_servers
 from ..smart.oauth import allowed_issuers
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, render_template, request, url_for
 
-from ..errors import AppError, FhirServerError, InputError, LaunchError
-from ..open_servers import BANNER, OPEN_LAUNCH, PatientSearch, is_open, launch_record, normalize, search_patients
+from ..errors import AppError, InputError, LaunchError
+from ..services import (
+    BANNER,
+    OPEN_LAUNCH,
+    PatientSearch,
+    check_patient_exists,
+    is_open,
+    launch_record,
+    normalize,
+    search_patients,
+)
 from ..smart.blueprint import open_review, owned_launches
 from ..smart.store import new_session_id
 
@@ -56,12 +65,7 @@ def review():
     iss = _open_iss()
     patient = request.args.get("patient", "")
     PatientSearch(patient_id=patient).check()
-    try:
-        _gateway(iss).read("Patient", patient)
-    except FhirServerError as err:
-        if err.http_status in (404, 410):
-            raise InputError(f"There is no Patient/{patient} on this server.") from None
-        raise
+    check_patient_exists(_gateway(iss), patient)
     launch_id = owned_launches().create(launch_record(current_app.config, iss, patient))
     current_app.logger.info("open-server launch for %s (patient %s)", iss, patient)
     return open_review(launch_id)

@@ -8,7 +8,6 @@ must belong to this browser's server-side session. Every POST is checked in one 
 from __future__ import annotations
 
 import math
-import re
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -16,10 +15,6 @@ from datetime import date, timedelta
 
 from flask import Blueprint, current_app, g, jsonify, redirect, render_template, request, session, url_for
 
-from .. import review as presentation
-from ..clinical.model import Assessment, TitrationRequest
-from ..clinical.rules.r1_titration import MAX_DOSE_MG, MIN_DOSE_MG, describe_step
-from ..clinical.rules.r6_follow_up import TEXT_MAX, pain_score  # one limit for every free-text field
 from ..errors import (
     CsrfError,
     InputError,
@@ -29,24 +24,37 @@ from ..errors import (
     SigningNotAllowed,
     WriteRefused,
 )
-from ..fhir.build import REVIEW_WINDOW_DAYS, order_key
-from ..fhir.contract import parse_reference
-from ..fhir.parse import PatientData
-from ..follow_up import find_written_plan, may_have_written_plan
-from ..open_servers import OPEN_LAUNCH
 from ..services import (
+    MAX_DOSE_MG,
+    MIN_DOSE_MG,
+    OPEN_LAUNCH,
     RULE_TEXT,
+    TEXT_MAX,
+    Assessment,
     Outcome,
+    PatientData,
+    Preview,
     SignRequest,
+    TitrationRequest,
     assess_data,
     assessment_to_json,
-    find_care_plan,
-    find_order,
-    own_order_keys,
+    check_order,
+    confirmation_record,
+    confirmed_order,
+    find_written_plan,
+    full_date,
+    in_chart,
+    long_date,
+    may_have_written_plan,
     own_orders,
-    plan_order,
+    page_context,
+    pain_score,
+    preview_order,
+    problems_of,
     read_patient,
     sign_order,
+    source_refs,
+    verdict_of,
     write_blockers,
 )
 from ..smart import oauth
@@ -54,7 +62,6 @@ from ..smart.blueprint import http, launches
 
 bp = Blueprint("web", __name__)
 WROTE = "ldn_wrote"  # session key: a write happened; later reads bypass server caches
-ORDER_KEY = re.compile(r"^[0-9a-f]{32}$")
 _ORDER_LOCKS = tuple(threading.Lock() for _ in range(64))  # striped: bounded memory, per-decision exclusion
 
 def security_headers(response):
@@ -125,14 +132,13 @@ def check_post() -> None:
 def launched_patient_label(ctx: oauth.SmartContext) -> str:
     """Name and birth date of the launch's patient, read from the EHR (its id when unreadable)."""
     data, problems = _load(ctx)
-    return patient_label(data.patient) if data.patient and not problems else f"Patient/{ctx.patient}"
+    return data.banner.label if not problems else f"Patient/{ctx.patient}"
 
 
 @bp.app_context_processor
 def _template_helpers():
-    return {"anchor": lambda ref: "r-" + ref.replace("/", "-"), "long_date": presentation.long_date,
-            "full_date": presentation.full_date, "source_refs": presentation.source_refs,
-            "rule_text": RULE_TEXT}
+    return {"anchor": lambda ref: "r-" + ref.replace("/", "-"), "long_date": long_date,
+            "full_date": full_date, "source_refs": source_refs, "rule_text": RULE_TEXT}
 
 
 # --- the form --------------------------------------------------------------------------------
@@ -272,18 +278,18 @@ def _washout() -> int:
     return int(current_app.config.get("WASHOUT_DAYS", 10))
 
 
-def render_review(ctx, data, problems, *, form: OrderForm | None = None, preview=None, errors=(), status=200,
-                  outcome=None):
+def render_review(ctx, data, problems, *, form: OrderForm | None = None, preview: Preview | None = None, errors=(),
+                  status=200, outcome=None):
     current = assess_data(data, as_of=today(), washout_days=_washout(), data_problems=problems)
     form = form or default_form(current)
     blocked = signing_blocked(ctx)
-    shown = presentation.page_context(current, data.medications, today(), chosen=form.reasons,
-                                drug=request.args.get("drug"), override=form.override_reason, attest=form.attest)
+    shown = page_context(current, data.medications, today(), chosen=form.reasons, drug=request.args.get("drug"),
+                         override=form.override_reason, attest=form.attest)
     if preview:
-        shown |= {"preview_verdict": presentation.verdict_of(preview.assessment),
+        shown |= {"preview_verdict": verdict_of(preview.assessment),
                   "preview_start": preview.assessment.start_date}
     page = render_template(
-        "review.html", ctx=ctx, patient=data.patient or {}, ehr_warnings=data.warnings, assessment=current,
+        "review.html", ctx=ctx, patient=data.banner, ehr_warnings=data.warnings, assessment=current,
         form=form, preview=preview, errors=list(errors), blocked=blocked, can_write=not blocked, today=today(),
         outcome=outcome, own_orders=own_orders(gateway(), data, today()), limits=LIMITS,
         supply_choices=SUPPLY_CHOICES, start_range=start_range(), text_max=TEXT_MAX,
@@ -325,43 +331,17 @@ def review():
     return render_review(ctx, data, problems)
 
 
-@dataclass(frozen=True)
-class Preview:
-    assessment: Assessment
-    steps: list
-    review_from: date
-    review_to: date
-    problems: list[str]
-    signable: bool
-
-
-def make_preview(data, problems, form: OrderForm, requester) -> Preview:
-    req = form.sign_request(requester)
-    issues: list[str] = []
-    try:
-        plan, _ = plan_order(data, req, as_of=today(), washout_days=_washout(), data_problems=problems)
-        assessment, steps = plan.assessment, plan.steps
-    except (InputError, WriteRefused) as err:
-        issues = getattr(err, "problems", None) or [err.user_message]
-        assessment = assess_data(data, as_of=today(), washout_days=_washout(), start=req.titration.start,
-                                 reasons=req.reasons or None, data_problems=problems)
-        steps = ()
-    start = req.titration.start
-    low, high = REVIEW_WINDOW_DAYS
-    texts = [(s, describe_step(s, start)) for s in steps]
-    return Preview(assessment, texts, start + timedelta(days=low), start + timedelta(days=high), issues,
-                   bool(steps) and not issues)
-
-
 @bp.post("/preview")
 def preview():
+    """The checks of the order only: the plan (steps, review window) or why it is refused; nothing built to write."""
     ctx = smart_context()
     data, problems = _load(ctx)
     form = OrderForm.from_request()
     try:
-        shown = make_preview(data, problems, form, ctx.prescriber)
+        req = form.sign_request(ctx.prescriber)
     except InputError as err:
         return render_review(ctx, data, problems, form=form, errors=err.problems, status=400)
+    shown = preview_order(data, req, as_of=today(), washout_days=_washout(), data_problems=problems)
     return render_review(ctx, data, problems, form=form, preview=shown)
 
 
@@ -379,47 +359,34 @@ def sign():
     if blocked:
         return render_review(ctx, data, problems, form=form, status=SigningNotAllowed.status, errors=[blocked])
     try:
-        req = form.sign_request(ctx.prescriber)
-        plan, bundle = plan_order(data, req, as_of=today(), washout_days=_washout(), data_problems=problems)
+        order = check_order(data, form.sign_request(ctx.prescriber), as_of=today(), washout_days=_washout(),
+                            data_problems=problems)
     except (InputError, WriteRefused) as err:
-        return render_review(ctx, data, problems, form=form, errors=getattr(err, "problems", [err.user_message]),
-                             status=err.status)
-    key = order_key(plan)
-    if key in own_order_keys(data):  # a resubmit after success: already in the chart, nothing to send
-        return redirect(url_for("web.done", key=key, lid=ctx.launch_id), code=303)
-    with _lock_for(key):  # a double click waits here; the conditional create makes its resend a no-op
-        outcome = sign_order(gateway(), bundle, ctx.permissions)
+        return render_review(ctx, data, problems, form=form, errors=problems_of(err), status=err.status)
+    if in_chart(order, data):  # a resubmit after success: nothing to send
+        return redirect(url_for("web.done", key=order.key, lid=ctx.launch_id), code=303)
+    with _lock_for(order.key):  # a double click waits here; the conditional create makes its resend a no-op
+        outcome = sign_order(gateway(), order, ctx.permissions)
     g.sign_outcome = outcome  # error pages still tell the outcome if the session store fails from here on
     session[WROTE] = True
     if outcome.outcome is Outcome.WRITTEN:
-        patient = data.patient or {}
-        banner = {k: patient[k] for k in ("name", "birthDate") if k in patient}
-        launches().save_order(ctx.launch_id, key, {"refs": list(outcome.refs), "patient": banner})
-        return redirect(url_for("web.done", key=key, lid=ctx.launch_id), code=303)
-    shown = make_preview(data, problems, form, ctx.prescriber)
+        launches().save_order(ctx.launch_id, order.key, confirmation_record(outcome, data))
+        return redirect(url_for("web.done", key=order.key, lid=ctx.launch_id), code=303)
     status = 409 if outcome.outcome is Outcome.NOT_WRITTEN else 502
-    return render_review(ctx, data, problems, form=form, preview=shown, outcome=outcome, status=status)
+    return render_review(ctx, data, problems, form=form, preview=Preview(order.plan.assessment, order),
+                         outcome=outcome, status=status)
 
 
 @bp.get("/done/<key>")
 def done(key: str):
     """The confirmation, rebuilt from the EHR by the order key (the launch only adds the refs it saw confirmed)."""
     ctx = smart_context()
-    order = find_order(gateway(), key) if ORDER_KEY.match(key) else None
-    if order is None or order["patient"] != ctx.patient:  # never show another launch's patient
-        raise InputError("No order with that reference for this patient.")
     try:
         saved = launches().order(ctx.launch_id, key) or {}
     except SessionStoreUnavailable:
         saved = {}
-    # The banner this launch signed under saves a read; without it (another launch) read the Patient.
-    patient = saved.get("patient") or gateway().read("Patient", ctx.patient)
-    confirmed = {ref.resource_type: ref.text for ref in map(parse_reference, saved.get("refs", ())) if ref}
-    if "CarePlan" not in confirmed and order["status"] == "active":  # another launch: ask the server
-        care_plan = find_care_plan(gateway(), key)
-        confirmed.update({"CarePlan": care_plan} if care_plan else {})
-    order["refs"] = {**confirmed, **order["refs"]}  # the server's MedicationRequest wins
-    return render_template("done.html", order=order, patient=patient, ctx=ctx)
+    order, banner = confirmed_order(gateway(), key, ctx.patient, saved)
+    return render_template("done.html", order=order, patient=banner, ctx=ctx)
 
 
 @bp.get("/api/assessment")
@@ -428,21 +395,3 @@ def api_assessment():
     data, problems = _load(ctx)
     return jsonify(assessment_to_json(assess_data(data, as_of=today(), washout_days=_washout(),
                                                   data_problems=problems)))
-
-
-def patient_name(patient: dict) -> str:
-    for name in patient.get("name") or []:
-        if name.get("text"):
-            return name["text"]
-        given = " ".join(name.get("given") or [])
-        return f"{given} {name.get('family', '')}".strip()
-    return "(name not recorded)"
-
-
-def patient_label(patient: dict) -> str:
-    """How every page and refusal names a patient: name and birth date."""
-    return f"{patient_name(patient)} (born {patient.get('birthDate') or 'unknown'})"
-
-
-bp.add_app_template_global(patient_name, "patient_name")
-bp.add_app_template_global(patient_label, "patient_label")
