@@ -6,35 +6,12 @@ import argparse
 import json
 import sys
 from datetime import date
-from pathlib import Path
 
+from .cli_common import EXIT_OK, EXIT_REFUSED, EXIT_UNREADABLE, parse_date, read_json_file
 from .clinical.model import Assessment, TitrationRequest
 from .errors import AppError, InputError, UnreadableInput, WriteRefused
 from .fhir.parse import PatientData, patients_from_bundle
 from .services import SignRequest, assess_data, assessment_to_json, check_washout, plan_order
-
-EXIT_OK, EXIT_REFUSED, EXIT_UNREADABLE = 0, 1, 2
-
-
-def _date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from exc
-
-
-def read_json_file(path: str):
-    """A JSON document from a file; UnreadableInput naming the file and the problem."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UnreadableInput(f"{path}: cannot be read ({exc.strerror or exc})") from exc
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UnreadableInput(f"{path}: not JSON ({exc})") from exc
-    except RecursionError:  # the decoder's nesting limit (the interpreter's recursion limit, ~1,000 levels)
-        raise UnreadableInput(f"{path}: JSON nested too deeply to read") from None
 
 
 def read_bundle_file(path: str) -> dict[str, PatientData]:
@@ -112,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--server", metavar="BASE", help="read the patient from this FHIR base instead of files")
     a.add_argument("--patient", metavar="ID", help="with --server: the Patient id")
     a.add_argument("--token-file", metavar="F", help="with --server: a file holding a bearer access token")
-    a.add_argument("--as-of", type=_date, default=date.today(), help="assessment date (default today)")
+    a.add_argument("--as-of", type=parse_date, default=date.today(), help="assessment date (default today)")
     a.add_argument("--washout-days", type=int, default=10, help="opioid-free days needed, 7-10 (default 10)")
     a.add_argument("--json", action="store_true", help="one JSON object per patient per line")
     a.set_defaults(func=cmd_assess)
@@ -120,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="print the transaction Bundle an order would write")
     pl.add_argument("file", metavar="FILE")
     pl.add_argument("--patient", required=True)
-    pl.add_argument("--start", type=_date, required=True, help="first dose date")
-    pl.add_argument("--as-of", type=_date, default=date.today())
+    pl.add_argument("--start", type=parse_date, required=True, help="first dose date")
+    pl.add_argument("--as-of", type=parse_date, default=date.today())
     pl.add_argument("--washout-days", type=int, default=10)
     pl.add_argument("--start-dose", type=float, default=1.5, help="mg (default 1.5)")
     pl.add_argument("--step", type=float, default=1.5, help="mg per step (default 1.5)")

@@ -12,7 +12,7 @@ EXIT_OK = 0
 
 def register(sub) -> None:
     """Add `due`."""
-    from .cli import _date
+    from .cli_common import parse_date
 
     du = sub.add_parser("due", help="list patients whose LDN review window is open or overdue",
                         description="Search the FHIR server for the active LDN CarePlans this app wrote and list "
@@ -21,7 +21,7 @@ def register(sub) -> None:
     du.add_argument("--server", required=True, metavar="BASE", help="the FHIR base URL")
     du.add_argument("--within", type=int, default=0, metavar="DAYS",
                     help="also list reviews whose window opens within DAYS (default 0)")
-    du.add_argument("--as-of", type=_date, default=date.today(), help="the day to check (default today)")
+    du.add_argument("--as-of", type=parse_date, default=date.today(), help="the day to check (default today)")
     du.add_argument("--token-file", metavar="F", help="a file holding a bearer access token")
     du.add_argument("--json", action="store_true", help="one JSON array")
     du.set_defaults(func=cmd_due)

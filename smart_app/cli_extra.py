@@ -23,7 +23,7 @@ def _add_validate(sub) -> None:
 
 
 def _read_json(path: str):
-    from .cli import read_json_file
+    from .cli_common import read_json_file
     from .errors import UnreadableInput
 
     document = read_json_file(path)

@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 
 def cmd_load(args) -> int:
-    from .cli import read_json_file
+    from .cli_common import read_json_file
     from .errors import InputError
     from .fhir.load import LoadError, load_each
     from .samples import SAMPLE_PRESCRIBER, samples_as_of
