@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from smart_app.config import DEFAULTS  # noqa: E402
+from smart_app.config import Settings  # noqa: E402
 from smart_app.fhir.gateway import FhirGateway  # noqa: E402
 from smart_app.services import read_patient  # noqa: E402
 
@@ -43,7 +43,7 @@ def hung_read_seconds() -> float:
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        gateway = FhirGateway.from_config(DEFAULTS, f"http://127.0.0.1:{listener.getsockname()[1]}/fhir", None)
+        gateway = FhirGateway.from_config(Settings(), f"http://127.0.0.1:{listener.getsockname()[1]}/fhir", None)
         started = time.monotonic()
         _, problems = read_patient(gateway, "p1")
         elapsed = time.monotonic() - started
@@ -87,7 +87,7 @@ def huge_page_seconds(body: bytes, **limits) -> tuple[float, tuple[str, ...]]:
     server = serve({"MedicationStatement": body, "metadata": json.dumps(CAPABILITIES).encode(),
                     "p1": json.dumps({"resourceType": "Patient", "id": "p1"}).encode(), "empty": empty})
     try:
-        gateway = FhirGateway.from_config({**DEFAULTS, **limits}, f"http://127.0.0.1:{server.server_port}/fhir",
+        gateway = FhirGateway.from_config(Settings.from_env({}, limits), f"http://127.0.0.1:{server.server_port}/fhir",
                                           None)
         started = time.monotonic()
         data, problems = read_patient(gateway, "p1")
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-hung", action="store_true", help="skip the 20 s hung-server read")
     args = parser.parse_args(argv)
     if not args.skip_hung:
-        print(f"hung FHIR server, default configuration (read deadline {DEFAULTS['FHIR_READ_DEADLINE']} s):")
+        print(f"hung FHIR server, default configuration (read deadline {Settings().fhir_read_deadline} s):")
         print(f"  the record read gave up after {hung_read_seconds():.2f} s")
     body = huge_page(200_000)
     print(f"one 200,000-entry MedicationStatement page ({len(body) / 1e6:.0f} MB):")

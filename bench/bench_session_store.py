@@ -97,10 +97,10 @@ def outage() -> None:
             app = create_app({"ALLOWED_ISSUERS": "https://ehr.example.org/fhir", "SESSION_STORE": url})
             store, sid, owner = app.extensions["smart.store"], new_session_id(), new_session_id()
             store.set("session:" + sid, {"bid": owner, "created": time.time()}, 1800)
-            lid = Launches(store, owner, app.config).create({"iss": "https://ehr.example.org/fhir"})
+            lid = Launches(store, owner, app.extensions["settings"]).create({"iss": "https://ehr.example.org/fhir"})
             client = app.test_client()
             client.set_cookie(COOKIE_NAME, sid)
-            timeout = app.config["SESSION_STORE_TIMEOUT"]
+            timeout = app.extensions["settings"].session_store_timeout
             os.kill(process.pid, signal.SIGSTOP)
             status, seconds = page_seconds(client, lid)
             print(f"Redis hung (SIGSTOP), LDN_SESSION_STORE_TIMEOUT={timeout:g}: HTTP {status} in {seconds:.2f} s")

@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+from collections.abc import Callable, Mapping
+from datetime import date
 
 from flask import Flask, g, render_template
 
-from .config import from_environment
+from .config import Settings, setting_names
 from .errors import AppError
 
+TEST_DAY = "TODAY"  # create_app({"TODAY": "2025-01-31"}): the app's clock stopped on that day (tests)
 
-def create_app(config: dict | None = None) -> Flask:
-    """The app: config (defaults < LDN_* environment < `config`), logging, blueprints, error pages."""
+
+def create_app(config: Mapping | None = None, *, clock: Callable[[], float] | None = None) -> Flask:
+    """The app: Settings (defaults < LDN_* environment < `config`, checked here: a bad value raises
+    SettingsError naming its variable), the clock, logging, blueprints, error pages. Keys of `config`
+    that are not settings go to Flask's config (TESTING...)."""
+    settings = Settings.from_env(os.environ, config, clock)
+    if config and config.get(TEST_DAY):
+        settings = settings.frozen_at(date.fromisoformat(str(config[TEST_DAY])))
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
-    app.config.update(from_environment())
-    app.config.update(config or {})
-    if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = secrets.token_hex(32)
-    https = str(app.config.get("PUBLIC_BASE_URL", "")).startswith("https://")
-    app.config.update(SESSION_COOKIE_SECURE=https, PREFERRED_URL_SCHEME="https" if https else "http")
-    logging.getLogger("smart_app").setLevel(str(app.config.get("LOG_LEVEL", "INFO")).upper())
+    app.config.update({k: v for k, v in (config or {}).items() if k != TEST_DAY and k not in setting_names()})
+    app.config.update(SECRET_KEY=settings.secret_key or secrets.token_hex(32), SESSION_COOKIE_SECURE=settings.https,
+                      PREFERRED_URL_SCHEME="https" if settings.https else "http",
+                      MAX_CONTENT_LENGTH=settings.max_content_length)
+    app.extensions["settings"] = settings
+    logging.getLogger("smart_app").setLevel(settings.log_level.upper())
 
     from .cds import blueprint as cds
     from .fhir.gateway import GatewayFactory
@@ -28,7 +37,7 @@ def create_app(config: dict | None = None) -> Flask:
     from .web import follow_up, health, open_server, views
 
     smart.init_app(app)
-    app.extensions["gateway_factory"] = factory = GatewayFactory(app.config)  # (config, iss, token_provider)
+    app.extensions["gateway_factory"] = factory = GatewayFactory(settings)  # (settings, iss, token_provider)
     app.extensions["fhir.documents"] = factory.documents  # per-issuer discovery + CapabilityStatement cache
     cds.init_app(app)
     app.register_blueprint(smart.bp)
@@ -58,7 +67,7 @@ def _error_pages(app: Flask) -> None:
 
     @app.errorhandler(413)
     def too_large(_err):
-        limit = app.config.get("MAX_CONTENT_LENGTH")
+        limit = app.config["MAX_CONTENT_LENGTH"]
         return render_template("error.html", message=f"The form sent was too large (at most {limit} bytes); "
                                                      "nothing was accepted."), 413
 

@@ -29,7 +29,7 @@ def register(sub) -> None:
 
 def cmd_due(args) -> int:
     from .cli_server import _read_token
-    from .config import from_environment
+    from .config import Settings
     from .errors import InputError
     from .fhir.gateway import FhirGateway
     from .follow_up import due_reviews
@@ -37,7 +37,7 @@ def cmd_due(args) -> int:
     if args.within < 0:
         raise InputError("--within DAYS must be 0 or more")
     token = _read_token(args.token_file) if args.token_file else None
-    gateway = FhirGateway.from_config(from_environment(), args.server, (lambda: token) if token else None)
+    gateway = FhirGateway.from_config(Settings.from_env(), args.server, (lambda: token) if token else None)
     rows = due_reviews(gateway, as_of=args.as_of, within=args.within)
     if args.json:
         print(json.dumps([r.to_json() for r in rows], indent=2))

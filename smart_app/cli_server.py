@@ -63,7 +63,7 @@ def cmd_load(args) -> int:
 
 def assess_on_server(args, session=None):
     """The assessment of `args.patient` read from `args.server`, as the web app reads it."""
-    from .config import from_environment
+    from .config import Settings
     from .errors import InputError
     from .fhir.gateway import FhirGateway
     from .services import assess_patient
@@ -71,7 +71,7 @@ def assess_on_server(args, session=None):
     if not (args.server and args.patient) or args.files:
         raise InputError("--server and --patient go together, without FILEs")
     token = _read_token(args.token_file) if args.token_file else None
-    gateway = FhirGateway.from_config(from_environment(), args.server, (lambda: token) if token else None,
+    gateway = FhirGateway.from_config(Settings.from_env(), args.server, (lambda: token) if token else None,
                                       session=session)
     assessment, _ = assess_patient(gateway, args.patient, as_of=args.as_of, washout_days=args.washout_days)
     return assessment

@@ -8,11 +8,11 @@ token response. Such servers must never hold real patient data; every page says 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
+from .config import Settings
 from .errors import InputError
 from .fhir.parse import display_name
 from .smart.scopes import READ_TYPES, UNDO_NEEDS, WRITE_TYPES
@@ -30,13 +30,8 @@ def normalize(base: str) -> str:
     return base.strip().rstrip("/")
 
 
-def open_servers(config: Mapping) -> frozenset[str]:
-    """OPEN_SERVERS as a set of normalized base URLs."""
-    return frozenset(normalize(b) for b in str(config.get("OPEN_SERVERS") or "").split(",") if b.strip())
-
-
-def is_open(config: Mapping, iss: str | None) -> bool:
-    return bool(iss) and normalize(str(iss)) in open_servers(config)
+def is_open(settings: Settings, iss: str | None) -> bool:
+    return bool(iss) and normalize(str(iss)) in settings.open_servers
 
 
 @dataclass(frozen=True)
@@ -117,14 +112,14 @@ def _row(patient: dict) -> PatientRow:
                       gender if isinstance(gender, str) else "")
 
 
-def launch_record(config: Mapping, iss: str, patient_id: str, now: float | None = None) -> dict:
+def launch_record(settings: Settings, iss: str, patient_id: str) -> dict:
     """The launch context of an open server: what a SMART token response would have told us.
 
     Nothing is granted or refused by such a server, so the app may read and write every type it uses;
     the prescriber is LDN_OPEN_REQUESTER (None: signing is disabled, saying why)."""
-    now = time.time() if now is None else now
+    now = settings.clock()
     scope = " ".join([*(f"patient/{t}.rs" for t in READ_TYPES),
                       *(f"patient/{t}.c{UNDO_NEEDS.get(t, '')}" for t in WRITE_TYPES)])  # undo: no transaction
     return {"iss": normalize(iss), "launch_mode": OPEN_LAUNCH, "patient": patient_id, "encounter": None,
-            "scope": scope, "fhir_user": str(config.get("OPEN_REQUESTER") or "").strip() or None,
-            "need_patient_banner": True, "expires_at": now + float(config.get("SESSION_MAX_HOURS", 8)) * 3600}
+            "scope": scope, "fhir_user": settings.open_requester or None,
+            "need_patient_banner": True, "expires_at": now + settings.max_seconds}

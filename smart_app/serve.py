@@ -6,7 +6,7 @@ import argparse
 import logging
 from urllib.parse import urlsplit
 
-from .config import from_environment
+from .config import Settings, SettingsError
 
 
 def add_commands(sub) -> None:
@@ -43,18 +43,22 @@ def cmd_serve(args) -> int:
 
     from . import create_app
 
-    config = from_environment()
-    if not config["ALLOWED_ISSUERS"] and not config["OPEN_SERVERS"]:
+    try:
+        settings = Settings.from_env()
+        app = create_app()
+    except SettingsError as err:
+        raise SystemExit(f"ldn-app serve: {err}") from None
+    if not settings.allowed_issuers and not settings.open_servers:
         raise SystemExit("ldn-app serve: set LDN_ALLOWED_ISSUERS (the FHIR base URLs allowed to launch the app), "
                          "or LDN_OPEN_SERVERS (test servers without authorization)")
-    logging.basicConfig(level=str(config["LOG_LEVEL"]).upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     log = logging.getLogger(__name__)
-    if not config["SECRET_KEY"]:
+    if not settings.secret_key:
         log.warning("LDN_SECRET_KEY unset: a random key is used (fine for one instance)")
-    if config["OPEN_SERVERS"]:
+    if settings.open_servers:
         log.warning("LDN_OPEN_SERVERS: %s have no authorization; they must not hold real patient data",
-                    config["OPEN_SERVERS"])
-    serve(create_app(), host=args.host, port=args.port, threads=args.threads, ident="ldn-app")
+                    ", ".join(settings.open_servers))
+    serve(app, host=args.host, port=args.port, threads=args.threads, ident="ldn-app")
     return 0
 
 

@@ -56,7 +56,6 @@ from .open_servers import PatientSearch as PatientSearch
 from .open_servers import is_open as is_open
 from .open_servers import launch_record as launch_record
 from .open_servers import normalize as normalize
-from .open_servers import open_servers as open_servers
 from .open_servers import search_patients as search_patients
 from .review import full_date as full_date
 from .review import long_date as long_date

@@ -148,7 +148,7 @@ def browser_owner(app, client) -> str:
     cookie = client.get_cookie(COOKIE_NAME)
     data = store.get("session:" + cookie.value) if cookie else None
     if data is None:
-        sid, data = new_session_id(), {"bid": new_session_id(), "created": app.extensions["smart.clock"](),
+        sid, data = new_session_id(), {"bid": new_session_id(), "created": app.extensions["settings"].clock(),
                                        "launch_ids": []}
         store.set("session:" + sid, data, 1800)
         client.set_cookie(COOKIE_NAME, sid)
@@ -161,8 +161,7 @@ def launch(app, client, patient: str, *, fhir_user: str | None = PRESCRIBER, sco
                "access_token": "at-" + new_session_id(), "refresh_token": None, "expires_at": time.time() + 3600,
                "scope": scope, "patient": patient, "encounter": None, "need_patient_banner": True,
                "fhir_user": fhir_user, "sub": "user-1"}
-    launches = Launches(app.extensions["smart.store"], browser_owner(app, client), app.config,
-                        clock=app.extensions["smart.clock"])
+    launches = Launches(app.extensions["smart.store"], browser_owner(app, client), app.extensions["settings"])
     return launches.create(context)
 
 

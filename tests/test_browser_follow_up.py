@@ -57,7 +57,8 @@ def test_sign_with_a_baseline_then_at_week_9_the_follow_up_records_continue(driv
     assert text_of(driver, "#preview-baseline").startswith("Baseline pain score 7/10")
     click_and_wait(driver, "sign-button", "#written")
 
-    sandbox.app.config["TODAY"] = (today + timedelta(days=63)).isoformat()  # week 9 for the app
+    settings = sandbox.app.extensions["settings"]
+    sandbox.app.extensions["settings"] = settings.frozen_at(today + timedelta(days=63))  # week 9 for the app
     try:
         relaunch_to_follow_up(driver, sandbox, PATIENT)
         assert text_of(driver, "#plan-start") == today.isoformat()
@@ -75,7 +76,7 @@ def test_sign_with_a_baseline_then_at_week_9_the_follow_up_records_continue(driv
         assert text_of(driver, "#review-decision") == "continue"
         screenshot(driver, "review-recorded")
     finally:
-        sandbox.app.config.pop("TODAY", None)
+        sandbox.app.extensions["settings"] = settings
 
     # straight to sekmet (no proxy, no token): what did the app write?
     orders = {o["status"]: o for o in ours(upstream_search(sandbox, "MedicationRequest", PATIENT))}

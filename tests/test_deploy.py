@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from smart_app.config import DEFAULTS, PREFIX
+from smart_app.config import PREFIX, setting_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,13 +27,13 @@ def free_port() -> int:
 def test_every_variable_compose_sets_is_one_the_app_reads():
     compose = (ROOT / "docker-compose.yml").read_text()
     names = set(re.findall(r"^\s+(LDN_[A-Z_]+):", compose, re.M))
-    assert names and {n[len(PREFIX):] for n in names} <= set(DEFAULTS)
+    assert names and {n[len(PREFIX):] for n in names} <= setting_names()
 
 
 def test_every_variable_the_readme_lists_is_one_the_app_reads():
     readme = (ROOT / "README.md").read_text()
     names = set(re.findall(r"`(LDN_[A-Z_]+)`", readme))
-    assert {n[len(PREFIX):] for n in names} <= set(DEFAULTS)
+    assert {n[len(PREFIX):] for n in names} <= setting_names()
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import pytest
 import requests
 from responses import matchers
 
+from smart_app.config import Settings
 from smart_app.errors import FhirUnavailable
 from smart_app.fhir.documents import DocumentCache
 from smart_app.fhir.gateway import GatewayFactory
@@ -36,14 +37,14 @@ def clock():
 
 @pytest.fixture
 def factory(clock):
-    made = GatewayFactory({"FHIR_METADATA_TTL": 600})
+    made = GatewayFactory(Settings(fhir_metadata_ttl=600))
     made.documents = DocumentCache(ttl=600, clock=clock)
     return made
 
 
 def a_request_later(factory):
     """The gateway a new request gets from the app's factory."""
-    return factory({}, BASE, lambda: "token")
+    return factory(Settings(), BASE, lambda: "token")
 
 
 def test_a_new_gateway_per_request_does_not_refetch_the_capability_statement(rsps, factory):
@@ -87,7 +88,7 @@ def test_a_failed_fetch_is_not_cached(rsps, factory):
     rsps.get(f"{BASE}/metadata", status=500)
     rsps.get(f"{BASE}/metadata", json=CAPABILITIES)
     with pytest.raises(FhirUnavailable):
-        factory({"FHIR_RETRIES": 0}, BASE, None).capabilities()
+        factory(Settings(fhir_retries=0), BASE, None).capabilities()
     assert a_request_later(factory).supports_transaction()
 
 
@@ -96,7 +97,7 @@ def test_a_readiness_probe_revalidates_even_a_fresh_document(rsps, factory):
     rsps.get(f"{BASE}/metadata", status=503)
     a_request_later(factory).capabilities()
     with pytest.raises(FhirUnavailable):
-        factory({"FHIR_RETRIES": 0}, BASE, None).capabilities(refresh=True)
+        factory(Settings(fhir_retries=0), BASE, None).capabilities(refresh=True)
 
 
 def test_concurrent_first_requests_fetch_the_document_once():
@@ -132,7 +133,7 @@ def test_discovery_is_fetched_once_per_issuer_and_its_metadata_fallback_is_share
     for _ in range(5):
         assert discover(BASE, http, 5, factory.documents).token_endpoint == SMART["token_endpoint"]
         assert discover(other, http, 5, factory.documents).source == "metadata"
-    assert factory({}, other, None).supports_transaction()
+    assert factory(Settings(), other, None).supports_transaction()
     assert len(rsps.calls) == 3
 
 

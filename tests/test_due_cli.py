@@ -9,6 +9,7 @@ import pytest
 
 from smart_app.cli import main
 from smart_app.clinical.model import TitrationRequest
+from smart_app.config import Settings
 from smart_app.fhir.gateway import FhirGateway
 from smart_app.fhir.load import load_bundles
 from smart_app.fhir.write import place_order
@@ -37,7 +38,7 @@ def server():
 
 def sign(base: str, patient: str, start, as_of=SAMPLE_AS_OF) -> None:
     load_bundles(base, {patient: load_sample(patient)})
-    gateway = FhirGateway.from_config({}, base, None)
+    gateway = FhirGateway.from_config(Settings(), base, None)
     data, problems = read_patient(gateway, patient)
     _, bundle = plan_order(data, SignRequest(titration=TitrationRequest(start=start)), as_of=as_of,
                            data_problems=problems)

@@ -11,6 +11,7 @@ from werkzeug.datastructures import MultiDict
 
 from smart_app.clinical.model import TitrationRequest
 from smart_app.clinical.rules.r6_follow_up import Review, ReviewWindow, pain_score
+from smart_app.config import Settings
 from smart_app.errors import FhirServerError, InputError
 from smart_app.fhir.build import ORDER_IDENTIFIER_SYSTEM
 from smart_app.fhir.gateway import FhirGateway
@@ -42,7 +43,7 @@ def server():
 
 
 def gateway(server) -> FhirGateway:
-    return FhirGateway.from_config({}, server.base_url, None)
+    return FhirGateway.from_config(Settings(), server.base_url, None)
 
 
 def search(server, rtype: str, **params) -> list[dict]:
@@ -300,8 +301,8 @@ def web(server):
 
     app = create_app({"ALLOWED_ISSUERS": ISS, "PUBLIC_BASE_URL": "http://127.0.0.1:8000", "TODAY": WEEK_9.isoformat(),
                       "SESSION_STORE": "memory", "SECRET_KEY": "k" * 32})
-    app.extensions["gateway_factory"] = lambda config, iss, provider: FhirGateway.from_config(config, server.base_url,
-                                                                                              None)
+    app.extensions["gateway_factory"] = lambda settings, iss, provider: FhirGateway.from_config(
+        settings, server.base_url, None)
     return app, app.test_client()
 
 

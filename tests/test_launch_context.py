@@ -7,6 +7,7 @@ checked for its launch, CSRF token and patient; the prescriber rule; /logout; se
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -217,7 +218,7 @@ def clock(app):
     fake = Clock()
     store = MemoryStore(clock=fake)
     app.extensions["smart.store"] = app.session_interface.store = store
-    app.extensions["smart.clock"] = fake
+    app.extensions["settings"] = replace(app.extensions["settings"], clock=fake)
     return fake
 
 
@@ -232,7 +233,7 @@ def test_a_launch_idle_for_longer_than_the_idle_timeout_ends(app, client, clock)
 
 
 def test_a_launch_in_constant_use_still_ends_after_the_absolute_timeout(app, client, clock):
-    app.config.update(SESSION_MAX_HOURS=1)
+    app.extensions["settings"] = replace(app.extensions["settings"], session_max_hours=1)
     lid = launch(app, client, A)
     for _ in range(3):
         clock.now += 20 * 60 - 1
@@ -263,7 +264,7 @@ def smart_configuration(token_endpoint="https://ehr.example.org/auth/token"):
 
 
 def test_launches_over_the_pending_cap_get_a_clear_503_and_store_nothing(app, rsps):
-    app.config.update(MAX_PENDING_LAUNCHES=2)
+    app.extensions["settings"] = replace(app.extensions["settings"], max_pending_launches=2)
     rsps.get(f"{ISS}/.well-known/smart-configuration", json=smart_configuration())
     for _ in range(2):
         assert app.test_client().get("/launch", query_string={"iss": ISS, "launch": "x"}).status_code == 302

@@ -8,6 +8,7 @@ and test_form_limits.py.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,6 +17,7 @@ from fake_ehr import FULL_SCOPE, form_fields
 from werkzeug.datastructures import MultiDict
 
 from smart_app.samples import SAMPLE_AS_OF
+from smart_app.smart.store import COOKIE_NAME
 
 ISS = "https://ehr.example.org/fhir"
 PATIENT, LABEL = "ldn-fibromyalgia", "Maria Elena Alvarez"
@@ -138,7 +140,8 @@ def test_a_refused_sign_shows_the_reasons_on_the_form_and_writes_nothing(client,
 # --- an open server (LDN_OPEN_SERVERS): patient search, pick, review --------------------------------------
 
 def test_an_open_server_search_finds_the_patient_and_the_pick_opens_the_review_under_the_banner(app, client):
-    app.config.update(OPEN_SERVERS=ISS, OPEN_REQUESTER="Practitioner/ldn-sample-prescriber")
+    app.extensions["settings"] = replace(app.extensions["settings"], open_servers=(ISS,),
+                                         open_requester="Practitioner/ldn-sample-prescriber")
     found = text(client.get("/open/patients", query_string={"iss": ISS, "id": PATIENT}))
     assert "1 patient found" in found and f'id="pick-{PATIENT}"' in found and 'id="open-server-banner"' in found
     picked = client.get("/open/review", query_string={"iss": ISS, "patient": PATIENT})
@@ -153,9 +156,11 @@ def test_an_open_server_search_finds_the_patient_and_the_pick_opens_the_review_u
 
 @pytest.fixture
 def at_week_9(app, client, launched):
-    """A plan signed on SAMPLE_AS_OF (baseline pain 7), then the app's clock moved 9 weeks on."""
+    """A plan signed on SAMPLE_AS_OF (baseline pain 7), then the app's clock moved 9 weeks on: that day's
+    session has long ended, so the browser starts a new one."""
     signed(client, launched(PATIENT), baseline_pain="7")
-    app.config["TODAY"] = (SAMPLE_AS_OF + timedelta(weeks=9)).isoformat()
+    app.extensions["settings"] = app.extensions["settings"].frozen_at(SAMPLE_AS_OF + timedelta(weeks=9))
+    client.delete_cookie(COOKIE_NAME)
 
 
 def test_a_launch_after_signing_opens_on_the_follow_up_with_the_plan_and_the_review_due(client, launched, at_week_9):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from dataclasses import replace
 from urllib.parse import parse_qs, urlsplit
 
 import jwt
@@ -123,7 +124,7 @@ def test_the_pending_launch_cap_holds_across_instances_sharing_redis(own_redis, 
     ehr = FakeEhr()
     apps = [make_app(own_redis.url, ehr) for _ in range(2)]
     for app in apps:
-        app.config.update(MAX_PENDING_LAUNCHES=3)
+        app.extensions["settings"] = replace(app.extensions["settings"], max_pending_launches=3)
     rsps.get(f"{ISS}/.well-known/smart-configuration", json={
         "issuer": ISS, "authorization_endpoint": "https://ehr.example.org/auth/authorize", "token_endpoint": TOKEN,
         "capabilities": ["launch-ehr", "permission-v2"], "code_challenge_methods_supported": ["S256"]})

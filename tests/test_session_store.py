@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 from flask import Flask, session
 
-from smart_app.config import DEFAULTS
+from smart_app.config import Settings, SettingsError
 from smart_app.errors import SessionStoreUnavailable
 from smart_app.smart.blueprint import init_app
 from smart_app.smart.store import (
@@ -169,10 +170,10 @@ def test_the_memory_store_sweeps_expired_entries_a_few_per_write_not_all_at_once
 
 
 def test_session_store_config_selects_memory_or_redis():
-    assert isinstance(make_store({"SESSION_STORE": "memory"}), MemoryStore)
-    assert isinstance(make_store({"SESSION_STORE": "redis://127.0.0.1:1/0"}), RedisStore)  # lazy: no connect
-    with pytest.raises(ValueError):
-        make_store({"SESSION_STORE": "postgres://x"})
+    assert isinstance(make_store(Settings(session_store="memory")), MemoryStore)
+    assert isinstance(make_store(Settings(session_store="redis://127.0.0.1:1/0")), RedisStore)  # lazy: no connect
+    with pytest.raises(SettingsError, match="LDN_SESSION_STORE='postgres://x'"):
+        Settings.from_env({"LDN_SESSION_STORE": "postgres://x"})
 
 
 # --- the Flask session interface ---------------------------------------------------------
@@ -180,7 +181,7 @@ def test_session_store_config_selects_memory_or_redis():
 @pytest.fixture
 def app():
     flask_app = Flask(__name__)
-    flask_app.config.update({**DEFAULTS, "PUBLIC_BASE_URL": "http://127.0.0.1:8000"})
+    flask_app.extensions["settings"] = Settings(public_base_url="http://127.0.0.1:8000")
     init_app(flask_app)
 
     @flask_app.get("/login")
@@ -230,7 +231,7 @@ def test_the_cookie_is_httponly_and_samesite_lax_over_http(app):
 
 
 def test_the_cookie_is_samesite_none_and_secure_when_served_over_https(app):
-    app.config["PUBLIC_BASE_URL"] = "https://ldn.example.org"
+    app.extensions["settings"] = replace(app.extensions["settings"], public_base_url="https://ldn.example.org")
     [cookie] = set_cookies(app.test_client().get("/put", base_url="https://ldn.example.org"))
     assert "HttpOnly" in cookie and "SameSite=None" in cookie and "Secure" in cookie
 
@@ -282,7 +283,7 @@ def test_init_app_installs_the_server_side_session_interface(app):
 def timed_app(app):
     clock = FakeClock()
     app.extensions["smart.store"] = app.session_interface.store = MemoryStore(clock=clock)
-    app.extensions["smart.clock"] = clock
+    app.extensions["settings"] = replace(app.extensions["settings"], clock=clock)
     return app, clock
 
 
@@ -299,7 +300,7 @@ def test_a_session_unused_for_the_idle_timeout_ends_and_each_request_renews_it(t
 
 def test_a_busy_session_still_ends_at_the_absolute_timeout(timed_app):
     app, clock = timed_app
-    app.config["SESSION_MAX_HOURS"] = 1
+    app.extensions["settings"] = replace(app.extensions["settings"], session_max_hours=1)
     client = app.test_client()
     client.get("/login")
     clock.now += 20 * 60

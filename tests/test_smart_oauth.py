@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import Flask
 from responses import matchers
 
-from smart_app.config import DEFAULTS
+from smart_app.config import Settings
 from smart_app.errors import LaunchError, SessionExpired, TooManyLaunches
 from smart_app.smart import oauth
 from smart_app.smart.blueprint import bp, init_app
@@ -49,8 +50,8 @@ def idp_key():
 
 @pytest.fixture
 def config():
-    return {**DEFAULTS, "ALLOWED_ISSUERS": f"{ISS}, https://other.example.org/r4", "PUBLIC_BASE_URL": APP,
-            "CLIENT_ID": CLIENT_ID}
+    return Settings.from_env({}, {"ALLOWED_ISSUERS": f"{ISS}, https://other.example.org/r4", "PUBLIC_BASE_URL": APP,
+                                  "CLIENT_ID": CLIENT_ID})
 
 
 def smart_configuration(capabilities=("launch-ehr", "permission-v2", "sso-openid-connect"), **overrides):
@@ -59,9 +60,9 @@ def smart_configuration(capabilities=("launch-ehr", "permission-v2", "sso-openid
             "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"], **overrides}
 
 
-def browser(store=None, config=DEFAULTS):
+def browser(store=None, config=None):
     """One browser's launches (a fresh owner id) in `store` (a fresh MemoryStore by default)."""
-    return Launches(store if store is not None else MemoryStore(), new_session_id(), config)
+    return Launches(store if store is not None else MemoryStore(), new_session_id(), config or Settings())
 
 
 def pending_of(session, query):
@@ -211,7 +212,7 @@ def test_an_authorize_endpoint_with_its_own_query_keeps_it(rsps, config, http):
 
 
 def test_several_pending_launches_coexist_up_to_the_pending_cap_then_nothing_is_stored(rsps, config, http):
-    config["MAX_PENDING_LAUNCHES"] = 3
+    config = replace(config, max_pending_launches=3)
     session = browser(config=config)
     rsps.get(f"{ISS}/.well-known/smart-configuration", json=smart_configuration())
     states = [parse_qs(urlsplit(oauth.begin_launch(config, ISS, f"l{i}", session, http)).query)["state"][0]
@@ -263,7 +264,7 @@ def test_a_pending_launch_older_than_the_launch_ttl_is_rejected(rsps, config, ht
     session = browser()
     query = begin(rsps, config, session, http)
     stale = pending_of(session, query)
-    stale["created"] -= config["LAUNCH_TTL_SECONDS"] + 1
+    stale["created"] -= config.launch_ttl_seconds + 1
     session.store.set("pending:" + query["state"], stale, ttl=600)
     with pytest.raises(LaunchError):
         oauth.complete_launch(config, {"code": "c1", "state": query["state"]}, session, http)
@@ -293,7 +294,7 @@ def test_the_token_request_carries_the_code_verifier_and_redirect_uri(rsps, conf
 
 
 def test_a_confidential_symmetric_client_uses_client_secret_basic(rsps, config, http):
-    config["CLIENT_SECRET"] = "s3cret"
+    config = replace(config, client_secret="s3cret")
     session = browser()
     query = begin(rsps, config, session, http)
     basic = base64.b64encode(f"{CLIENT_ID}:s3cret".encode()).decode()
@@ -313,7 +314,7 @@ def test_a_confidential_asymmetric_client_sends_a_signed_short_lived_client_asse
     pem = tmp_path / "key.pem"
     pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
-    config.update(PRIVATE_KEY_FILE=str(pem), PRIVATE_KEY_ALG=alg, KEY_ID="k-1")
+    config = replace(config, private_key_file=str(pem), private_key_alg=alg, key_id="k-1")
     session = browser()
     query = begin(rsps, config, session, http)
     register_token(rsps)
@@ -468,7 +469,7 @@ def test_a_still_valid_token_survives_a_failed_refresh(rsps, config, http):
 @pytest.fixture
 def app(config):
     flask_app = Flask(__name__, template_folder=str(TEMPLATES))
-    flask_app.config.update(config)
+    flask_app.extensions["settings"] = config
     init_app(flask_app)
     flask_app.register_blueprint(bp)
     return flask_app
@@ -513,7 +514,7 @@ def test_launch_with_an_unknown_iss_renders_the_error_page_without_details(rsps,
 
 
 def test_a_standalone_launch_without_iss_uses_default_iss(rsps, app):
-    app.config["DEFAULT_ISS"] = ISS
+    app.extensions["settings"] = replace(app.extensions["settings"], default_iss=ISS)
     rsps.get(f"{ISS}/.well-known/smart-configuration", json=smart_configuration())
     response = app.test_client().get("/launch")
     assert response.status_code == 302 and "launch=" not in response.headers["Location"]
@@ -529,7 +530,7 @@ def test_the_jwks_endpoint_publishes_the_public_key_only(app, tmp_path):
     pem = tmp_path / "app.pem"
     pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
-    app.config.update(PRIVATE_KEY_FILE=str(pem), KEY_ID="k-9")
+    app.extensions["settings"] = replace(app.extensions["settings"], private_key_file=str(pem), key_id="k-9")
     body = app.test_client().get("/.well-known/jwks.json").get_json()
     assert [k["kid"] for k in body["keys"]] == ["k-9"] and body["keys"][0]["alg"] == "RS384"
     assert "d" not in body["keys"][0] and "p" not in body["keys"][0]
@@ -589,7 +590,8 @@ def test_a_token_endpoint_that_is_not_https_on_the_issuers_origin_stops_the_laun
 
 
 def test_a_token_endpoint_on_a_configured_origin_is_allowed(rsps, config, http):
-    config["TOKEN_ORIGINS"] = f"{ISS}|https://login.elsewhere.example, https://x.example/fhir|https://nope.example"
+    config = replace(config, token_origins=((ISS, "https://login.elsewhere.example"),
+                                            ("https://x.example/fhir", "https://nope.example")))
     endpoint = "https://login.elsewhere.example/oauth2/token"
     rsps.get(f"{ISS}/.well-known/smart-configuration", json=smart_configuration(token_endpoint=endpoint))
     session = browser()
@@ -600,10 +602,10 @@ def test_a_token_endpoint_on_a_configured_origin_is_allowed(rsps, config, http):
 
 
 def test_plain_http_token_endpoints_are_allowed_on_loopback_only():
-    oauth.check_token_endpoint({}, "http://127.0.0.1:8001/fhir", "http://127.0.0.1:8001/token")
-    oauth.check_token_endpoint({}, "http://localhost:9/fhir", "http://localhost:9/auth/token")
+    oauth.check_token_endpoint(Settings(), "http://127.0.0.1:8001/fhir", "http://127.0.0.1:8001/token")
+    oauth.check_token_endpoint(Settings(), "http://localhost:9/fhir", "http://localhost:9/auth/token")
     with pytest.raises(LaunchError):
-        oauth.check_token_endpoint({}, "http://10.0.0.5/fhir", "http://10.0.0.5/token")
+        oauth.check_token_endpoint(Settings(), "http://10.0.0.5/fhir", "http://10.0.0.5/token")
 
 
 def test_a_refresh_never_goes_to_a_token_endpoint_off_the_issuers_origin(rsps, config, http):

@@ -7,10 +7,11 @@ from collections import deque
 
 from flask import Blueprint, Flask, current_app, jsonify, render_template, request
 
+from ..config import Settings
 from ..errors import AppError, InputError
 from ..fhir.gateway import FhirGateway
 from ..smart import oauth
-from ..web.views import today
+from ..smart.blueprint import current_settings
 from . import hooks
 from .cards import RULE_TITLES
 from .trust import ClientVerifier, Overloaded, Untrusted, make_seen, parse_clients
@@ -23,9 +24,9 @@ OUTCOMES = ("accepted", "overridden")
 
 def init_app(app: Flask) -> None:
     """The verifier of CDS Client JWTs (LDN_CDS_CLIENTS) and the feedback log."""
-    app.extensions["cds.verifier"] = ClientVerifier(parse_clients(app.config.get("CDS_CLIENTS") or ""),
-                                                    timeout=float(app.config.get("FHIR_CONNECT_TIMEOUT", 5)),
-                                                    seen=make_seen(app.config))
+    settings: Settings = app.extensions["settings"]
+    app.extensions["cds.verifier"] = ClientVerifier(parse_clients(settings.cds_clients),
+                                                    timeout=settings.fhir_connect_timeout, seen=make_seen(settings))
     app.extensions["cds.feedback"] = deque(maxlen=FEEDBACK_KEPT)
 
 
@@ -49,8 +50,7 @@ def call_service(service_id: str):
     _known(service_id)
     _trusted()
     call = hooks.parse_call(service_id, request.get_json(silent=True))
-    config = current_app.config
-    settings = hooks.Settings(as_of=today(), washout_days=int(config.get("WASHOUT_DAYS", 10)),
+    settings = hooks.Settings(as_of=current_settings().today(), washout_days=current_settings().washout_days,
                               base_url=_base_url())
     cards = hooks.answer(call, settings, lambda c: hooks.read_record(c, _allowed, _gateway))
     log.info("CDS %s for Patient/%s: %s", service_id, call.patient_id,
@@ -90,7 +90,7 @@ def _feedback_record(service_id: str, item: object) -> dict:
 # --- plumbing --------------------------------------------------------------------------------------
 
 def _base_url() -> str:
-    return str(current_app.config["PUBLIC_BASE_URL"]).rstrip("/")
+    return current_settings().public_base_url.rstrip("/")
 
 
 def _known(service_id: str) -> None:
@@ -105,13 +105,13 @@ def _trusted() -> dict:
 
 
 def _allowed(fhir_server: str) -> bool:
-    return oauth.normalize_iss(fhir_server) in oauth.allowed_issuers(current_app.config)
+    return oauth.normalize_iss(fhir_server) in current_settings().allowed_issuers
 
 
 def _gateway(fhir_server: str, access_token: str) -> FhirGateway:
     """The app's gateway factory, with the token the EHR handed this call (used for this call only)."""
     factory = current_app.extensions["gateway_factory"]
-    return factory(current_app.config, oauth.normalize_iss(fhir_server), lambda: access_token)
+    return factory(current_settings(), oauth.normalize_iss(fhir_server), lambda: access_token)
 
 
 class NoSuchService(AppError):

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import jwt
 
+from smart_app.config import Settings
+
 # Asymmetric only: the spec forbids `none` and shared-secret (HMAC) algorithms; ES384/RS384 recommended.
 ALGORITHMS = ("ES384", "RS384", "ES256", "ES512", "RS256", "RS512", "PS256", "PS384", "PS512")
 REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
@@ -95,12 +97,11 @@ class RedisSeenTokens:
             raise Overloaded(f"the replay store is unavailable ({type(err).__name__})") from None
 
 
-def make_seen(config: Mapping) -> SeenTokens | RedisSeenTokens:
+def make_seen(settings: Settings) -> SeenTokens | RedisSeenTokens:
     """Where seen token ids live: with the sessions (Redis, shared by instances) or in this process."""
-    store = str(config.get("SESSION_STORE") or "memory")
-    if store.startswith(("redis://", "rediss://", "unix://")):
-        return RedisSeenTokens(store, timeout=float(config.get("SESSION_STORE_TIMEOUT", 2.0)))
-    return SeenTokens()
+    if settings.session_store != "memory":
+        return RedisSeenTokens(settings.session_store, timeout=settings.session_store_timeout)
+    return SeenTokens()  # token times are wall time: PyJWT checks exp/iat against it
 
 
 @dataclass

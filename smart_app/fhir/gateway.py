@@ -37,6 +37,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from smart_app.config import Settings
 from smart_app.errors import FhirAuthError, FhirServerError, FhirUnavailable
 
 from .contract import MEDICATION_USE_TYPES, SEARCHED_TYPES, UPDATED_TYPES, parse_reference, reference_of
@@ -167,18 +168,15 @@ class FhirGateway:
         self._documents = documents or DocumentCache()
 
     @classmethod
-    def from_config(cls, config: Mapping, base_url: str, token_provider: Callable[[], str] | None, *,
+    def from_config(cls, settings: Settings, base_url: str, token_provider: Callable[[], str] | None, *,
                     session: requests.Session | None = None, documents: DocumentCache | None = None) -> FhirGateway:
-        """A gateway with timeouts, deadline, retries and limits from the app config (FHIR_* keys)."""
+        """A gateway with timeouts, deadline, retries and limits from the app's Settings (LDN_FHIR_*)."""
         return cls(base_url, token_provider, session=session, documents=documents,
-                   connect_timeout=float(config.get("FHIR_CONNECT_TIMEOUT", 5)),
-                   read_timeout=float(config.get("FHIR_READ_TIMEOUT", 30)),
-                   read_deadline=float(config.get("FHIR_READ_DEADLINE", 20)),
-                   retries=int(config.get("FHIR_RETRIES", 3)), max_workers=int(config.get("FHIR_MAX_WORKERS", 5)),
-                   page_size=int(config.get("FHIR_PAGE_SIZE", 1000)),
-                   max_entries=int(config.get("FHIR_MAX_ENTRIES", 20_000)),
-                   max_page_entries=int(config.get("FHIR_MAX_PAGE_ENTRIES", 10_000)),
-                   max_retry_wait=float(config.get("FHIR_RETRY_MAX_WAIT", 10.0)))
+                   connect_timeout=settings.fhir_connect_timeout, read_timeout=settings.fhir_read_timeout,
+                   read_deadline=settings.fhir_read_deadline, retries=settings.fhir_retries,
+                   max_workers=settings.fhir_max_workers, page_size=settings.fhir_page_size,
+                   max_entries=settings.fhir_max_entries, max_page_entries=settings.fhir_max_page_entries,
+                   max_retry_wait=settings.fhir_retry_max_wait)
 
     def assume_written(self) -> None:
         """Treat this gateway as having written already (a write in an earlier request): reads skip caches."""
@@ -573,16 +571,16 @@ class FhirGateway:
 class GatewayFactory:
     """Held by the app: one per-issuer document cache and one connection pool for every request's gateway."""
 
-    def __init__(self, config: Mapping):
-        self.documents = DocumentCache(ttl=float(config.get("FHIR_METADATA_TTL", 3600)))
+    def __init__(self, settings: Settings):
+        self.documents = DocumentCache(ttl=settings.fhir_metadata_ttl)
         self._pool = HTTPAdapter(pool_connections=16, pool_maxsize=128)
 
-    def __call__(self, config: Mapping, base_url: str, token_provider: Callable[[], str] | None) -> FhirGateway:
+    def __call__(self, settings: Settings, base_url: str, token_provider: Callable[[], str] | None) -> FhirGateway:
         """A gateway for one request: its own session (no cookies shared), the app's pool and cache."""
         session = requests.Session()
         session.mount("https://", self._pool)
         session.mount("http://", self._pool)
-        return FhirGateway.from_config(config, base_url, token_provider, session=session, documents=self.documents)
+        return FhirGateway.from_config(settings, base_url, token_provider, session=session, documents=self.documents)
 
 
 def _unavailable(method: str, what: str, err: requests.RequestException, deadline: float | None,

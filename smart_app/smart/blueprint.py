@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from urllib.parse import urlencode
 
 import requests
 from flask import Blueprint, Flask, current_app, g, jsonify, redirect, render_template, request, session, url_for
 
+from smart_app.config import Settings, SettingsError
 from smart_app.errors import AppError
 from smart_app.open_servers import is_open, normalize
 from smart_app.smart import oauth
@@ -22,9 +22,13 @@ MAX_LAUNCH_IDS = 20
 
 def init_app(app: Flask) -> None:
     """Back `flask.session` with the server-side store named by SESSION_STORE."""
-    store = make_store(app.config)
+    settings: Settings = app.extensions["settings"]
+    try:
+        oauth.public_jwks(settings)  # an unusable key stops the start, not the first token request
+    except AppError as err:
+        raise SettingsError(f"LDN_PRIVATE_KEY_FILE={settings.private_key_file!r}: {err.detail}") from None
+    store = make_store(settings)
     app.extensions["smart.store"] = store
-    app.extensions["smart.clock"] = time.time  # wall clock of sessions and launches (tests replace it)
     app.session_interface = ServerSideSessionInterface(store)
     app.before_request(_store_reachable)
     app.teardown_appcontext(_close_http)
@@ -50,26 +54,31 @@ def _close_http(_exc: BaseException | None) -> None:
         client.close()
 
 
+def current_settings() -> Settings:
+    """The Settings of the app handling this request (built by create_app)."""
+    return current_app.extensions["settings"]
+
+
 def launches() -> Launches:
     """This browser's launches (owner None before its first /launch: it holds none)."""
     return _launches(session.get(OWNER))
 
 
 def _launches(owner: str | None) -> Launches:
-    ext = current_app.extensions
-    return Launches(ext["smart.store"], owner, current_app.config, clock=ext["smart.clock"])
+    return Launches(current_app.extensions["smart.store"], owner, current_settings())
 
 
 @bp.get("/launch")
 def launch():
     """EHR launch (iss + launch) or standalone launch (iss, or DEFAULT_ISS). A session (and cookie)
     is created only once the iss is allowed and the pending launch fits under the cap."""
-    iss = request.args.get("iss") or current_app.config.get("DEFAULT_ISS") or None
-    if iss and not request.args.get("launch") and is_open(current_app.config, iss):  # no SMART: pick a patient
+    settings = current_settings()
+    iss = request.args.get("iss") or settings.default_iss or None
+    if iss and not request.args.get("launch") and is_open(settings, iss):  # no SMART: pick a patient
         return _no_store(redirect(url_for("open.patients", iss=normalize(iss))))
     owner = session.get(OWNER) or new_session_id()
     mine = _launches(owner)
-    url = oauth.begin_launch(current_app.config, iss, request.args.get("launch"), mine, http(),
+    url = oauth.begin_launch(settings, iss, request.args.get("launch"), mine, http(),
                              current_app.extensions.get("fhir.documents"))
     session[OWNER] = owner
     return _no_store(redirect(url))
@@ -78,7 +87,7 @@ def launch():
 @bp.get("/callback")
 def callback():
     """The authorization server's redirect: code exchange, a new launch, then a fresh session id."""
-    context = oauth.complete_launch(current_app.config, request.args, launches(), http())
+    context = oauth.complete_launch(current_settings(), request.args, launches(), http())
     response = open_review(context.launch_id)
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
@@ -113,7 +122,7 @@ def logout():
 @bp.get("/.well-known/jwks.json")
 def jwks():
     """Our public key(s) for private_key_jwt client authentication."""
-    response = jsonify(oauth.public_jwks(current_app.config))
+    response = jsonify(oauth.public_jwks(current_settings()))
     response.headers["Cache-Control"] = "public, max-age=3600"
     return response
 

@@ -9,27 +9,24 @@ copied into another browser finds nothing.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
-
+from smart_app.config import Settings
 from smart_app.errors import TooManyLaunches
-from smart_app.smart.store import SessionStore, idle_seconds, max_seconds, new_session_id
+from smart_app.smart.store import SessionStore, new_session_id
 
 
 class Launches:
     """The launches of one browser (`owner`) in `store`."""
 
-    def __init__(self, store: SessionStore, owner: str | None, config: Mapping,
-                 clock: Callable[[], float] = time.time):
-        self.store, self.owner, self.config, self.clock = store, owner, config, clock
+    def __init__(self, store: SessionStore, owner: str | None, settings: Settings):
+        self.store, self.owner, self.settings, self.clock = store, owner, settings, settings.clock
 
     # --- pending (between /launch and /callback) ---------------------------------------------
 
     def add_pending(self, state: str, pending: dict) -> None:
         """Remember an authorize request; over MAX_PENDING_LAUNCHES nothing is stored."""
-        if self.store.count("pending") >= int(self.config.get("MAX_PENDING_LAUNCHES", 1000)):
+        if self.store.count("pending") >= self.settings.max_pending_launches:
             raise TooManyLaunches("pending launch cap reached")
-        ttl = int(self.config.get("LAUNCH_TTL_SECONDS", 600))
+        ttl = self.settings.launch_ttl_seconds
         self.store.set("pending:" + state, {**pending, "owner": self.owner, "created": self.clock()}, ttl)
 
     def claim_pending(self, state: str | None) -> dict | None:
@@ -42,7 +39,7 @@ class Launches:
         if seen is None or seen.get("owner") != self.owner:
             return None
         pending = self.store.take(key)  # None here: a concurrent callback of the same browser took it
-        ttl = float(self.config.get("LAUNCH_TTL_SECONDS", 600))
+        ttl = self.settings.launch_ttl_seconds
         return pending if pending is not None and pending["created"] + ttl > self.clock() else None
 
     # --- completed launches ------------------------------------------------------------------
@@ -52,7 +49,7 @@ class Launches:
         launch_id = new_session_id()
         now = self.clock()
         self.store.set("launch:" + launch_id, {**context, "owner": self.owner, "created": now,
-                                               "csrf": new_session_id()}, idle_seconds(self.config))
+                                               "csrf": new_session_id()}, self.settings.idle_seconds)
         return launch_id
 
     def get(self, launch_id: str | None) -> dict | None:
@@ -62,15 +59,15 @@ class Launches:
         record = self.store.get("launch:" + launch_id)
         if record is None or record.get("owner") != self.owner:
             return None
-        if record["created"] + max_seconds(self.config) <= self.clock():
+        if record["created"] + self.settings.max_seconds <= self.clock():
             self.store.delete("launch:" + launch_id)
             return None
-        self.store.touch("launch:" + launch_id, idle_seconds(self.config))
+        self.store.touch("launch:" + launch_id, self.settings.idle_seconds)
         return record
 
     def update(self, launch_id: str, record: dict) -> None:
         """Write back a launch record (refreshed tokens)."""
-        self.store.set("launch:" + launch_id, record, idle_seconds(self.config))
+        self.store.set("launch:" + launch_id, record, self.settings.idle_seconds)
 
     def delete(self, launch_id: str) -> None:
         self.store.delete("launch:" + launch_id)
@@ -78,7 +75,7 @@ class Launches:
     # --- confirmation pages ------------------------------------------------------------------
 
     def save_order(self, launch_id: str, key: str, summary: dict) -> None:
-        self.store.set(f"order:{launch_id}:{key}", summary, int(max_seconds(self.config)))
+        self.store.set(f"order:{launch_id}:{key}", summary, int(self.settings.max_seconds))
 
     def order(self, launch_id: str, key: str) -> dict | None:
         return self.store.get(f"order:{launch_id}:{key}")

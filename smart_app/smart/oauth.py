@@ -1,6 +1,6 @@
 """SMART App Launch (EHR and standalone): authorize URL, callback, token refresh, our public JWKS.
 
-Framework-light: functions take the config mapping, request parameters and the browser's
+Framework-light: functions take the app's Settings, request parameters and the browser's
 `Launches` (server-side pending and completed launches, see launches.py), and return a URL / context
 or raise LaunchError. Each completed launch is its own context under its own id.
 
@@ -33,6 +33,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from smart_app.config import Settings
 from smart_app.errors import AppError, FhirUnavailable, LaunchError, SessionExpired
 from smart_app.fhir.documents import DocumentCache
 from smart_app.open_servers import NO_REQUESTER, OPEN_LAUNCH
@@ -129,20 +130,8 @@ def normalize_iss(iss: str) -> str:
     return iss.strip().rstrip("/")
 
 
-def allowed_issuers(config: Mapping) -> frozenset[str]:
-    """ALLOWED_ISSUERS as a set of normalized URLs (a comma-separated string or a list)."""
-    raw = config.get("ALLOWED_ISSUERS") or ()
-    items = raw.split(",") if isinstance(raw, str) else raw
-    return frozenset(normalize_iss(item) for item in items if item and item.strip())
-
-
-def redirect_uri(config: Mapping) -> str:
-    return str(config["PUBLIC_BASE_URL"]).rstrip("/") + "/callback"
-
-
-def http_timeout(config: Mapping) -> tuple[float, float]:
-    """(connect, read) seconds for every outbound request."""
-    return float(config.get("FHIR_CONNECT_TIMEOUT", 5.0)), float(config.get("FHIR_READ_TIMEOUT", 30.0))
+def redirect_uri(settings: Settings) -> str:
+    return settings.public_base_url.rstrip("/") + "/callback"
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -158,24 +147,24 @@ def s256(verifier: str) -> str:
 
 # --- launch ------------------------------------------------------------------------------
 
-def begin_launch(config: Mapping, iss: str | None, launch: str | None,
+def begin_launch(settings: Settings, iss: str | None, launch: str | None,
                  launches: Launches, http: requests.Session, documents: DocumentCache | None = None) -> str:
     """Check the issuer, discover its endpoints, remember a pending launch; return the authorize URL."""
     if not iss:
         raise LaunchError("no iss given and no DEFAULT_ISS configured")
     issuer = normalize_iss(iss)
-    if issuer not in allowed_issuers(config):
+    if issuer not in settings.allowed_issuers:
         raise LaunchError("iss is not on ALLOWED_ISSUERS",
                           user_message="This EHR is not registered with the app.")
-    smart = discover(issuer, http, http_timeout(config), documents)  # cached per issuer
-    check_token_endpoint(config, issuer, smart.token_endpoint)
+    smart = discover(issuer, http, settings.http_timeout, documents)  # cached per issuer
+    check_token_endpoint(settings, issuer, smart.token_endpoint)
     mode = EHR_LAUNCH if launch else STANDALONE_LAUNCH
     state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     verifier, challenge = pkce_pair()
     scope = requested_scopes(smart.capabilities, mode)
     launches.add_pending(state, {"iss": issuer, "verifier": verifier, "config": smart.to_dict(), "mode": mode,
                                  "scope": scope, "nonce": nonce})
-    params = {"response_type": "code", "client_id": config["CLIENT_ID"], "redirect_uri": redirect_uri(config),
+    params = {"response_type": "code", "client_id": settings.client_id, "redirect_uri": redirect_uri(settings),
               "scope": scope, "state": state, "aud": issuer, "nonce": nonce,
               "code_challenge": challenge, "code_challenge_method": "S256"}
     if launch:
@@ -184,7 +173,7 @@ def begin_launch(config: Mapping, iss: str | None, launch: str | None,
     return _with_query(smart.authorization_endpoint, params)
 
 
-def check_token_endpoint(config: Mapping, iss: str, url: str) -> None:
+def check_token_endpoint(settings: Settings, iss: str, url: str) -> None:
     """The token endpoint gets our code and secrets: https (http only on loopback), on the issuer's
     origin or an origin TOKEN_ORIGINS configures for it. Otherwise stop before sending anything."""
     parts = urlsplit(url)
@@ -192,17 +181,16 @@ def check_token_endpoint(config: Mapping, iss: str, url: str) -> None:
         raise LaunchError(f"token endpoint {_printable(url)} is not https",
                           user_message="The EHR's token endpoint is not secure (https), so the app stopped "
                                        "before sending it anything. Ask the EHR administrator to fix it.")
-    if _origin(url) not in {_origin(iss), *token_origins(config, iss)}:
+    if _origin(url) not in {_origin(iss), *token_origins(settings, iss)}:
         raise LaunchError(f"token endpoint {_printable(url)} is not on the origin of {iss}",
                           user_message="The EHR's token endpoint is on another site than its FHIR server and "
                                        "is not configured for it (LDN_TOKEN_ORIGINS), so the app stopped before "
                                        "sending it anything.")
 
 
-def token_origins(config: Mapping, iss: str) -> set[str]:
+def token_origins(settings: Settings, iss: str) -> set[str]:
     """TOKEN_ORIGINS ("iss|origin,iss|origin") entries for `iss`, as origins."""
-    pairs = (item.split("|", 1) for item in str(config.get("TOKEN_ORIGINS") or "").split(",") if "|" in item)
-    return {_origin(origin.strip()) for issuer, origin in pairs if normalize_iss(issuer) == iss}
+    return {_origin(origin) for issuer, origin in settings.token_origins if issuer == iss}
 
 
 def _origin(url: str) -> str:
@@ -223,7 +211,7 @@ def _with_query(url: str, params: dict) -> str:
 
 # --- callback ----------------------------------------------------------------------------
 
-def complete_launch(config: Mapping, args: Mapping, launches: Launches,
+def complete_launch(settings: Settings, args: Mapping, launches: Launches,
                     http: requests.Session) -> SmartContext:
     """Check state (and iss), exchange the code (PKCE), verify the id_token (nonce); store the launch
     under a new launch id and return its context."""
@@ -239,16 +227,16 @@ def complete_launch(config: Mapping, args: Mapping, launches: Launches,
     smart = SmartConfiguration.from_dict(pending["config"])
     if args.get("iss") and normalize_iss(args["iss"]) not in {pending["iss"], normalize_iss(smart.issuer or "")}:
         raise LaunchError("callback iss does not match the launch's issuer")
-    check_token_endpoint(config, pending["iss"], smart.token_endpoint)
+    check_token_endpoint(settings, pending["iss"], smart.token_endpoint)
     form = {"grant_type": "authorization_code", "code": args["code"],
-            "redirect_uri": redirect_uri(config), "code_verifier": pending["verifier"]}
+            "redirect_uri": redirect_uri(settings), "code_verifier": pending["verifier"]}
     try:
-        token = _token_request(config, smart.token_endpoint, form, http)
+        token = _token_request(settings, smart.token_endpoint, form, http)
     except _TokenFailure as failure:
         raise LaunchError(f"code exchange failed: {failure}") from None
-    claims = _verified_id_token(config, smart, pending, token["id_token"], http) \
+    claims = _verified_id_token(settings, smart, pending, token["id_token"], http) \
         if token.get("id_token") else {}
-    stored = _stored_context(pending, smart, token, claims)
+    stored = _stored_context(pending, smart, token, claims, settings.clock())
     launch_id = launches.create(stored)
     logger.info("SMART launch completed for %s (patient %s)", stored["iss"], stored["patient"])
     context = current_context(launches, launch_id)
@@ -261,7 +249,8 @@ def _printable(text: object, limit: int = 200) -> str:
     return "".join(ch for ch in str(text) if ch.isprintable())[:limit]
 
 
-def _stored_context(pending: Mapping, smart: SmartConfiguration, token: Mapping, claims: Mapping) -> dict:
+def _stored_context(pending: Mapping, smart: SmartConfiguration, token: Mapping, claims: Mapping,
+                    now: float) -> dict:
     patient = token.get("patient")
     if not isinstance(patient, str) or not patient:
         raise LaunchError("the token response has no patient context",
@@ -269,7 +258,7 @@ def _stored_context(pending: Mapping, smart: SmartConfiguration, token: Mapping,
     return {
         "iss": pending["iss"], "launch_mode": pending["mode"], "config": smart.to_dict(),
         "access_token": token["access_token"], "refresh_token": token.get("refresh_token"),
-        "expires_at": _expires_at(token),
+        "expires_at": _expires_at(token, now),
         "scope": token.get("scope") or pending["scope"],  # RFC 6749 5.1: absent means as requested
         "patient": patient, "encounter": token.get("encounter"),
         "need_patient_banner": token.get("need_patient_banner", True) is not False,
@@ -277,12 +266,12 @@ def _stored_context(pending: Mapping, smart: SmartConfiguration, token: Mapping,
     }
 
 
-def _expires_at(token: Mapping) -> float:
+def _expires_at(token: Mapping, now: float) -> float:
     try:
         lifetime = float(token.get("expires_in", DEFAULT_TOKEN_LIFETIME))
     except (TypeError, ValueError):
         lifetime = DEFAULT_TOKEN_LIFETIME
-    return time.time() + lifetime
+    return now + lifetime
 
 
 def current_context(launches: Launches, launch_id: str | None) -> SmartContext | None:
@@ -293,12 +282,12 @@ def current_context(launches: Launches, launch_id: str | None) -> SmartContext |
 
 # --- token endpoint ----------------------------------------------------------------------
 
-def _token_request(config: Mapping, token_endpoint: str, form: dict, http: requests.Session) -> dict:
+def _token_request(settings: Settings, token_endpoint: str, form: dict, http: requests.Session) -> dict:
     """POST to a token endpoint already checked by check_token_endpoint."""
-    extra, auth = _client_authentication(config, token_endpoint)
+    extra, auth = _client_authentication(settings, token_endpoint)
     try:
         response = http.post(token_endpoint, data={**form, **extra}, auth=auth,
-                             headers={"Accept": "application/json"}, timeout=http_timeout(config),
+                             headers={"Accept": "application/json"}, timeout=settings.http_timeout,
                              allow_redirects=False)
     except requests.RequestException as err:
         raise _TokenFailure(f"token endpoint unreachable ({type(err).__name__})", network=True) from None
@@ -315,35 +304,35 @@ def _token_request(config: Mapping, token_endpoint: str, form: dict, http: reque
     return body
 
 
-def _client_authentication(config: Mapping, token_endpoint: str) -> tuple[dict, tuple[str, str] | None]:
+def _client_authentication(settings: Settings, token_endpoint: str) -> tuple[dict, tuple[str, str] | None]:
     """(extra form fields, HTTP basic auth) for public, client_secret_basic or private_key_jwt clients."""
-    client_id = str(config["CLIENT_ID"])
-    if config.get("PRIVATE_KEY_FILE"):
+    client_id = settings.client_id
+    if settings.private_key_file:
         return {"client_assertion_type": CLIENT_ASSERTION_TYPE,
-                "client_assertion": client_assertion(config, token_endpoint)}, None
-    if config.get("CLIENT_SECRET"):
+                "client_assertion": client_assertion(settings, token_endpoint)}, None
+    if settings.client_secret:
         # RFC 6749 2.3.1: form-encode both parts before they go into the Basic header
-        return {}, (quote_plus(client_id), quote_plus(str(config["CLIENT_SECRET"])))
+        return {}, (quote_plus(client_id), quote_plus(settings.client_secret))
     return {"client_id": client_id}, None
 
 
-def client_assertion(config: Mapping, token_endpoint: str) -> str:
+def client_assertion(settings: Settings, token_endpoint: str) -> str:
     """A signed JWT authenticating us at `token_endpoint` (SMART asymmetric client auth)."""
-    alg = _key_alg(config)
-    key = _private_key(str(config["PRIVATE_KEY_FILE"]), alg)
-    now = int(time.time())
-    claims = {"iss": config["CLIENT_ID"], "sub": config["CLIENT_ID"], "aud": token_endpoint,
+    alg = settings.private_key_alg
+    key = _private_key(settings.private_key_file, alg)
+    now = int(time.time())  # wall time, not the app's clock: the token endpoint checks iat/exp
+    claims = {"iss": settings.client_id, "sub": settings.client_id, "aud": token_endpoint,
               "jti": secrets.token_urlsafe(32), "iat": now, "exp": now + CLIENT_ASSERTION_LIFETIME}
-    return jwt.encode(claims, key, algorithm=alg, headers={"kid": config["KEY_ID"], "typ": "JWT"})
+    return jwt.encode(claims, key, algorithm=alg, headers={"kid": settings.key_id, "typ": "JWT"})
 
 
-def access_token(config: Mapping, launches: Launches, launch_id: str, http: requests.Session) -> str:
+def access_token(settings: Settings, launches: Launches, launch_id: str, http: requests.Session) -> str:
     """A usable access token of launch `launch_id`, refreshed shortly before expiry when we hold a refresh token."""
     stored = launches.get(launch_id)
     if not stored or not stored.get("access_token"):
         raise SessionExpired("no such SMART launch in this browser")
-    now = time.time()
-    margin = float(config.get("TOKEN_REFRESH_MARGIN_SECONDS", 60))
+    now = settings.clock()
+    margin = settings.token_refresh_margin_seconds
     still_valid = stored["expires_at"] > now
     if stored["expires_at"] - now > margin:
         return stored["access_token"]
@@ -352,13 +341,14 @@ def access_token(config: Mapping, launches: Launches, launch_id: str, http: requ
             return stored["access_token"]
         raise SessionExpired("access token expired and no refresh token")
     token_endpoint = stored["config"]["token_endpoint"]
-    check_token_endpoint(config, stored["iss"], token_endpoint)
+    check_token_endpoint(settings, stored["iss"], token_endpoint)
     try:
-        token = _token_request(config, token_endpoint,
+        token = _token_request(settings, token_endpoint,
                                {"grant_type": "refresh_token", "refresh_token": stored["refresh_token"]}, http)
     except _TokenFailure as failure:
         return _after_failed_refresh(launches, launch_id, stored, failure, still_valid)
-    launches.update(launch_id, {**stored, "access_token": token["access_token"], "expires_at": _expires_at(token),
+    launches.update(launch_id, {**stored, "access_token": token["access_token"],
+                                "expires_at": _expires_at(token, settings.clock()),
                                 "refresh_token": token.get("refresh_token") or stored["refresh_token"],
                                 "scope": token.get("scope") or stored["scope"]})
     logger.info("SMART access token refreshed for %s", stored["iss"])
@@ -377,15 +367,15 @@ def _after_failed_refresh(launches: Launches, launch_id: str, stored: dict, fail
     raise SessionExpired("token refresh refused")
 
 
-def token_provider(config: Mapping, launches: Launches, launch_id: str,
+def token_provider(settings: Settings, launches: Launches, launch_id: str,
                    http: requests.Session) -> Callable[[], str]:
     """A zero-argument callable for FhirGateway(token_provider=...)."""
-    return functools.partial(access_token, config, launches, launch_id, http)
+    return functools.partial(access_token, settings, launches, launch_id, http)
 
 
 # --- id_token ----------------------------------------------------------------------------
 
-def _verified_id_token(config: Mapping, smart: SmartConfiguration, pending: Mapping, id_token: str,
+def _verified_id_token(settings: Settings, smart: SmartConfiguration, pending: Mapping, id_token: str,
                        http: requests.Session) -> dict:
     """Claims of an id_token whose signature, issuer, audience, times and nonce check out."""
     if not smart.jwks_uri:
@@ -397,25 +387,25 @@ def _verified_id_token(config: Mapping, smart: SmartConfiguration, pending: Mapp
     alg = header.get("alg")
     if alg not in ID_TOKEN_ALGS:
         raise LaunchError(f"id_token algorithm {_printable(alg)} is not accepted")
-    key = _signing_key(_fetch_jwks(config, smart.jwks_uri, http), header.get("kid"))
+    key = _signing_key(_fetch_jwks(settings, smart.jwks_uri, http), header.get("kid"))
     issuers = [pending["iss"]] + ([smart.issuer] if smart.issuer else [])
     try:
-        claims = jwt.decode(id_token, key, algorithms=[alg], audience=str(config["CLIENT_ID"]),
+        claims = jwt.decode(id_token, key, algorithms=[alg], audience=settings.client_id,
                             issuer=issuers, leeway=CLOCK_SKEW,
                             options={"require": ["exp", "iat", "iss", "aud", "sub"]})
     except jwt.InvalidTokenError as err:
         raise LaunchError(f"id_token rejected: {type(err).__name__}") from None
     audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-    if len(audiences) > 1 and claims.get("azp") != config["CLIENT_ID"]:
+    if len(audiences) > 1 and claims.get("azp") != settings.client_id:
         raise LaunchError("id_token has several audiences and we are not its azp")
     if not secrets.compare_digest(str(claims.get("nonce", "")), str(pending["nonce"])):
         raise LaunchError("id_token nonce does not match the authorize request's")
     return claims
 
 
-def _fetch_jwks(config: Mapping, jwks_uri: str, http: requests.Session) -> dict:
+def _fetch_jwks(settings: Settings, jwks_uri: str, http: requests.Session) -> dict:
     try:
-        response = http.get(jwks_uri, headers={"Accept": "application/json"}, timeout=http_timeout(config),
+        response = http.get(jwks_uri, headers={"Accept": "application/json"}, timeout=settings.http_timeout,
                             allow_redirects=False)
         response.raise_for_status()
         jwks = response.json()
@@ -440,13 +430,6 @@ def _signing_key(jwks: dict, kid: str | None):
 
 # --- our keys (private_key_jwt) ----------------------------------------------------------
 
-def _key_alg(config: Mapping) -> str:
-    alg = str(config.get("PRIVATE_KEY_ALG", "RS384"))
-    if alg not in ("RS384", "ES384"):
-        raise AppError(f"PRIVATE_KEY_ALG must be RS384 or ES384, not {alg}")
-    return alg
-
-
 @functools.lru_cache(maxsize=8)
 def _private_key(path: str, alg: str):
     try:
@@ -461,13 +444,13 @@ def _private_key(path: str, alg: str):
     return key
 
 
-def public_jwks(config: Mapping) -> dict:
+def public_jwks(settings: Settings) -> dict:
     """Our public key as a JWK Set (empty unless PRIVATE_KEY_FILE is configured)."""
-    if not config.get("PRIVATE_KEY_FILE"):
+    if not settings.private_key_file:
         return {"keys": []}
-    alg = _key_alg(config)
-    public = _private_key(str(config["PRIVATE_KEY_FILE"]), alg).public_key()
+    alg = settings.private_key_alg
+    public = _private_key(settings.private_key_file, alg).public_key()
     algorithm = jwt.algorithms.RSAAlgorithm if alg == "RS384" else jwt.algorithms.ECAlgorithm
     jwk = algorithm.to_jwk(public, as_dict=True)
-    jwk.update({"kid": config["KEY_ID"], "alg": alg, "use": "sig", "key_ops": ["verify"]})
+    jwk.update({"kid": settings.key_id, "alg": alg, "use": "sig", "key_ops": ["verify"]})
     return {"keys": [jwk]}

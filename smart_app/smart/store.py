@@ -16,12 +16,13 @@ import secrets
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Protocol
 
 from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.datastructures import CallbackDict
 
+from smart_app.config import Settings
 from smart_app.errors import SessionStoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -202,22 +203,11 @@ class RedisStore:
             raise SessionStoreUnavailable(f"session store: {type(err).__name__}") from None
 
 
-def make_store(config: Mapping) -> SessionStore:
-    """SESSION_STORE: "memory" or a redis:// (rediss://, unix://) URL."""
-    setting = str(config.get("SESSION_STORE") or "memory")
-    if setting == "memory":
+def make_store(settings: Settings) -> SessionStore:
+    """SESSION_STORE: "memory" or a redis:// (rediss://, unix://) URL (checked by Settings)."""
+    if settings.session_store == "memory":
         return MemoryStore()
-    if setting.startswith(("redis://", "rediss://", "unix://")):
-        return RedisStore(setting, timeout=float(config.get("SESSION_STORE_TIMEOUT", 2.0)))
-    raise ValueError("SESSION_STORE must be 'memory' or a redis:// URL")
-
-
-def idle_seconds(config: Mapping) -> int:
-    return int(float(config.get("SESSION_IDLE_MINUTES", 30)) * 60)
-
-
-def max_seconds(config: Mapping) -> float:
-    return float(config.get("SESSION_MAX_HOURS", 8)) * 3600
+    return RedisStore(settings.session_store, timeout=settings.session_store_timeout)
 
 
 class ServerSideSession(CallbackDict, SessionMixin):
@@ -256,7 +246,7 @@ class ServerSideSessionInterface(SessionInterface):
     """Backs `flask.session` with a SessionStore; the cookie carries only the id.
 
     Idle timeout: the entry's TTL (SESSION_IDLE_MINUTES), renewed by each request that uses it.
-    Absolute timeout: `created` + SESSION_MAX_HOURS, by the app's clock (`app.extensions["smart.clock"]`).
+    Absolute timeout: `created` + SESSION_MAX_HOURS, by the app's clock (`Settings.clock`).
     A store failure while opening is kept on the session (`store_error`) for a before_request hook to
     raise as a page; Flask would otherwise turn it into a bare 500."""
 
@@ -273,7 +263,8 @@ class ServerSideSessionInterface(SessionInterface):
             session = ServerSideSession(new=True)
             session.store_error = err
             return session
-        if data is None or data.get("created", 0) + max_seconds(app.config) <= app.extensions["smart.clock"]():
+        settings: Settings = app.extensions["settings"]
+        if data is None or data.get("created", 0) + settings.max_seconds <= settings.clock():
             return ServerSideSession(new=True)
         return ServerSideSession(data, sid=sid)
 
@@ -286,7 +277,8 @@ class ServerSideSessionInterface(SessionInterface):
             log.error("session store unavailable while saving a session")
 
     def _save(self, app, session: ServerSideSession, response) -> None:
-        secure = _served_over_https(app.config)
+        settings: Settings = app.extensions["settings"]
+        secure = settings.https
         if session.accessed:
             response.vary.add("Cookie")
         if session.previous_sid:
@@ -298,16 +290,12 @@ class ServerSideSessionInterface(SessionInterface):
                                        samesite="None" if secure else "Lax")
             return
         if not (session.modified or session.new):
-            self.store.touch("session:" + session.sid, idle_seconds(app.config))
+            self.store.touch("session:" + session.sid, settings.idle_seconds)
             return
-        session.setdefault("created", app.extensions["smart.clock"]())
-        self.store.set("session:" + session.sid, dict(session), idle_seconds(app.config))
+        session.setdefault("created", settings.clock())
+        self.store.set("session:" + session.sid, dict(session), settings.idle_seconds)
         response.set_cookie(
             COOKIE_NAME, session.sid, path="/", httponly=True, secure=secure,
             samesite="None" if secure else "Lax",
             partitioned=secure,  # CHIPS: keeps the cookie usable inside the EHR's iframe
         )
-
-
-def _served_over_https(config: Mapping) -> bool:
-    return str(config.get("PUBLIC_BASE_URL", "")).startswith("https://")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from flask import Blueprint, current_app, jsonify
 
 from ..errors import SessionStoreUnavailable
-from ..services import fhir_base_problem, open_servers
-from ..smart.oauth import allowed_issuers
+from ..services import fhir_base_problem
+from ..smart.blueprint import current_settings
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
@@ -28,16 +28,16 @@ def healthz():
 def readyz():
     """200 when the session store and every configured FHIR base's /metadata answer, else 503 naming which not."""
     checks = {"session-store": _store_check(current_app.extensions["smart.store"])}
-    checks.update(_fhir_checks(current_app.config, current_app.extensions["gateway_factory"]))
+    checks.update(_fhir_checks(current_settings(), current_app.extensions["gateway_factory"]))
     ready = all(result == "ok" for result in checks.values())
     response = jsonify({"status": "ready" if ready else "not ready", "checks": checks})
     response.status_code = 200 if ready else 503
     return response
 
 
-def fhir_bases(config: Mapping) -> list[str]:
+def fhir_bases(settings) -> list[str]:
     """Every FHIR base the app is configured to talk to."""
-    return sorted(allowed_issuers(config) | open_servers(config))
+    return sorted({*settings.allowed_issuers, *settings.open_servers})
 
 
 def _store_check(store) -> str:
@@ -49,11 +49,11 @@ def _store_check(store) -> str:
     return "ok"
 
 
-def _fhir_checks(config: Mapping, gateway_factory) -> dict[str, str]:
+def _fhir_checks(settings, gateway_factory) -> dict[str, str]:
     """`fhir <base>` -> "ok" or the problem, all bases at once, no retries, short read timeout."""
-    probe = {**config, "FHIR_RETRIES": 0,
-             "FHIR_READ_TIMEOUT": min(float(config.get("FHIR_READ_TIMEOUT", 30)), MAX_PROBE_READ_SECONDS)}
-    bases = fhir_bases(config)
+    probe = replace(settings, fhir_retries=0,
+                    fhir_read_timeout=min(settings.fhir_read_timeout, MAX_PROBE_READ_SECONDS))
+    bases = fhir_bases(settings)
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(bases)))) as pool:
         problems = pool.map(lambda base: fhir_base_problem(gateway_factory(probe, base, None)), bases)
         return {f"fhir {base}": problem or "ok" for base, problem in zip(bases, problems, strict=True)}

@@ -15,7 +15,7 @@ from ..services import (
     normalize,
     search_patients,
 )
-from ..smart.blueprint import open_review, owned_launches
+from ..smart.blueprint import current_settings, open_review, owned_launches
 from ..smart.store import new_session_id
 
 bp = Blueprint("open", __name__, url_prefix="/open")
@@ -32,14 +32,14 @@ def _banner():
 
 def _open_iss() -> str:
     iss = request.args.get("iss", "")
-    if not is_open(current_app.config, iss):
+    if not is_open(current_settings(), iss):
         raise LaunchError("iss is not on OPEN_SERVERS", user_message="This EHR is not registered with the app.")
     g.open_server = True
     return normalize(iss)
 
 
 def _gateway(iss: str):
-    return current_app.extensions["gateway_factory"](current_app.config, iss, None)
+    return current_app.extensions["gateway_factory"](current_settings(), iss, None)
 
 
 @bp.get("/patients")
@@ -66,7 +66,7 @@ def review():
     patient = request.args.get("patient", "")
     PatientSearch(patient_id=patient).check()
     check_patient_exists(_gateway(iss), patient)
-    launch_id = owned_launches().create(launch_record(current_app.config, iss, patient))
+    launch_id = owned_launches().create(launch_record(current_settings(), iss, patient))
     current_app.logger.info("open-server launch for %s (patient %s)", iss, patient)
     return open_review(launch_id)
 

@@ -58,7 +58,7 @@ from ..services import (
     write_blockers,
 )
 from ..smart import oauth
-from ..smart.blueprint import http, launches
+from ..smart.blueprint import current_settings, http, launches
 
 bp = Blueprint("web", __name__)
 WROTE = "ldn_wrote"  # session key: a write happened; later reads bypass server caches
@@ -66,7 +66,7 @@ _ORDER_LOCKS = tuple(threading.Lock() for _ in range(64))  # striped: bounded me
 
 def security_headers(response):
     """Framing only by the configured EHR origins; no caching of PHI; no sniffing."""
-    ancestors = current_app.config.get("FRAME_ANCESTORS") or "'self'"
+    ancestors = current_settings().frame_ancestors or "'self'"
     response.headers["Content-Security-Policy"] = (
         f"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         f"form-action 'self'; base-uri 'none'; object-src 'none'; frame-ancestors {ancestors}")
@@ -80,8 +80,7 @@ def security_headers(response):
 # --- request plumbing ------------------------------------------------------------------------
 
 def today() -> date:
-    override = current_app.config.get("TODAY")  # tests pin the clock here; production leaves it unset
-    return date.fromisoformat(override) if override else date.today()
+    return current_settings().today()  # the app's clock (tests stop it)
 
 
 def smart_context() -> oauth.SmartContext:
@@ -99,8 +98,8 @@ def gateway():
     if "gateway" not in g:
         ctx = smart_context()
         provider = None if ctx.launch_mode == OPEN_LAUNCH else oauth.token_provider(
-            current_app.config, launches(), ctx.launch_id, http())
-        g.gateway = current_app.extensions["gateway_factory"](current_app.config, ctx.iss, provider)
+            current_settings(), launches(), ctx.launch_id, http())
+        g.gateway = current_app.extensions["gateway_factory"](current_settings(), ctx.iss, provider)
         if session.get(WROTE):
             g.gateway.assume_written()
     return g.gateway
@@ -275,7 +274,7 @@ def _load(ctx) -> tuple[PatientData, tuple[str, ...]]:
 
 
 def _washout() -> int:
-    return int(current_app.config.get("WASHOUT_DAYS", 10))
+    return current_settings().washout_days
 
 
 def render_review(ctx, data, problems, *, form: OrderForm | None = None, preview: Preview | None = None, errors=(),
