@@ -9,9 +9,19 @@ Bounded time: all reads of one page share one deadline (LDN_FHIR_READ_DEADLINE).
 429/502/503/504 and connection errors with exponential backoff honouring Retry-After, each
 attempt's timeouts cut to the time left, and a wait that would pass the deadline ends the read
 at once. The concurrent record read returns at the deadline even if a server trickles bytes.
-urllib3's `Retry` is not used for this: its backoff and Retry-After sleeps and its per-attempt
-timeouts know nothing of a deadline shared by several requests, so fitting it would mean
-overriding its internals (`new`, `sleep`, `is_exhausted`) - more code than the loop in `_request`.
+urllib3's `Retry` (re-examined for issue 13 against urllib3 2.8, mounted via HTTPAdapter, GET only)
+cannot replace the loop in `_request` without losing behaviour, so it is not used:
+- the deadline is per page read, shared by concurrent requests, but `Retry` is fixed per adapter,
+  and every gateway shares one adapter (GatewayFactory's connection pool): a per-read `Retry`
+  would mean an adapter, and so a pool, per read;
+- every attempt gets the timeout the request was sent with: a retry cannot be cut to the time
+  left, so a read could end LDN_FHIR_READ_TIMEOUT (30 s) after a 20 s deadline;
+- `Retry.sleep_for_retry` sleeps a Retry-After of any length (no cap: `backoff_max` bounds only
+  the backoff), where we cap it at LDN_FHIR_RETRY_MAX_WAIT and end the read at once when the
+  wait would pass the deadline;
+- it cannot see that a sibling read already failed (`_reads_failed`), nor take the injected
+  sleep the tests use. Making it do so means overriding `increment`, `sleep` and `is_exhausted`:
+  more code than `_request` and `_wait` (34 lines), and on urllib3 internals.
 
 Every search entry is accounted for (`_sort_entry`): a match of the searched type, an include of
 a type asked for, an OperationOutcome (warnings kept to show, errors reported), or unreadable

@@ -14,6 +14,19 @@ Where things come from, and why:
   fhirclient's `_authorize_params`, which cannot be called without a FHIRServer object).
 - JWTs (client assertion for private_key_jwt, id_token validation) and JWKs: PyJWT with the
   `cryptography` backend. Never hand-rolled.
+
+Authlib's OAuth2Session (1.9, requests integration), looked at for the token client (issue 13), is
+not used: it would remove about 15 lines (`s256` and the token form) and lose or move SMART behaviour:
+- `create_authorization_url` derives the S256 challenge from a verifier we give it, but the SMART
+  parameters (aud, launch, nonce) and the per-launch server-side state stay ours;
+- `fetch_token` / `refresh_token` return a 4xx JSON body that has no `error` member as a token and
+  do not check `token_type` is Bearer; their errors (OAuthError, HTTPError, ValueError) would have to
+  be mapped back to refused-or-unreachable (`_TokenFailure.network`), which decides whether a
+  refresh token is dropped;
+- private_key_jwt (`PrivateKeyJWT`) signs with joserfc: a second JOSE library next to PyJWT (which
+  the CDS Hooks trust also uses); OAuth2Session validates no id_token (signature with the issuer's
+  JWKS, nonce, azp) - only Authlib's web-framework clients do (`parse_id_token`, joserfc again);
+- it has no token endpoint origin check (`check_token_endpoint`). Timeouts it has (`default_timeout`).
 """
 
 from __future__ import annotations
