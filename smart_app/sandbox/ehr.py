@@ -5,6 +5,10 @@ page, /authorize with PKCE (S256 only), /token (public, client_secret_basic and 
 clients), an id_token signed with its own RS256 key, refresh tokens, and /fhir/* forwarded to an
 upstream FHIR server only for a valid bearer token whose scopes allow the interaction.
 State lives in memory behind one lock; nothing here is meant for production.
+
+`create_sandbox_app` wires four small parts that share one `Endpoints`: `Authorizer` (launch page,
+/authorize), `Discovery` (smart-configuration, metadata, jwks), `TokenEndpoint` (/token) and
+`FhirProxy` (/fhir/*).
 """
 
 from __future__ import annotations
@@ -392,61 +396,44 @@ class Upstream:
 # ---------------------------------------------------------------- the app
 
 
-def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[dict], app_launch_url: str, *,
-                       access_token_lifetime: int = 300, upstream_timeout: tuple[float, float] = (5.0, 30.0),
-                       upstream_link_base: str | None = None, clock: Callable[[], float] = time.time,
-                       cds_services_url: str | None = None) -> Flask:
-    """The sandbox EHR as a Flask app. `public_base_url` is where browsers and the app reach it.
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the sandbox EHR is reached, and what every part of it shares."""
 
-    `upstream_link_base`: the base the FHIR server writes into its links, when not `fhir_upstream`.
-    With `cds_services_url` it is also a CDS Hooks client (order buttons; see cds_client.py)."""
-    public = public_base_url.rstrip("/")
-    issuer = f"{public}/fhir"
-    token_endpoint = f"{public}/token"
-    registry = {c.client_id: c for c in map(Client.from_dict, clients)}
-    state = SandboxState(clock)
-    upstream = Upstream(fhir_upstream, issuer, upstream_timeout, upstream_link_base)
-    signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    kid = secrets.token_hex(8)
-    jwk = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(signing_key.public_key())),
-           "kid": kid, "alg": "RS256", "use": "sig"}
+    public: str  # the public base URL (browsers and the app)
+    registry: dict[str, Client]
+    state: SandboxState
+    upstream: Upstream
+    upstream_timeout: tuple[float, float]
+    clock: Callable[[], float]
 
-    app = Flask(__name__)
-    app.config.update(SANDBOX_ISSUER=issuer, SANDBOX_STATE=state, SANDBOX_CLIENTS=registry)
+    @property
+    def issuer(self) -> str:
+        return f"{self.public}/fhir"
 
-    @app.errorhandler(requests.RequestException)
-    def upstream_unavailable(exc: requests.RequestException):
-        log.warning("sandbox FHIR server unavailable: %s", type(exc).__name__)
-        message = "The sandbox FHIR server did not answer. Is it running?"
-        return render_template("error.html", message=message), 502
+    @property
+    def token_endpoint(self) -> str:
+        return f"{self.public}/token"
 
-    # ------------------------------------------------------------ launch page
 
-    @app.get("/")
-    def launch_page():
-        banner = request.args.get("need_patient_banner", "true") != "false"
-        standalone = _with_query(app_launch_url, {"iss": issuer})
-        return render_template("launch.html", patients=upstream.patients(), banner=banner,
-                               standalone_url=standalone, issuer=issuer)
+class Discovery:
+    """/fhir/.well-known/smart-configuration, /fhir/metadata (SMART security added) and /jwks."""
 
-    @app.post("/launch")
-    def ehr_launch():
-        patient = request.form.get("patient", "")
-        if not upstream.exists("Patient", patient):
-            return render_template("error.html", message="No such patient on the sandbox FHIR server."), 404
-        launch_id = state.new_launch(patient, request.form.get("need_patient_banner", "true") != "false")
-        log.info("EHR launch for Patient/%s", patient)
-        return redirect(_with_query(app_launch_url, {"iss": issuer, "launch": launch_id}), code=303)
+    def __init__(self, ends: Endpoints, jwk: dict):
+        self.ends, self.jwk = ends, jwk
 
-    # ------------------------------------------------------------ discovery
+    def register(self, app: Flask) -> None:
+        app.add_url_rule("/fhir/.well-known/smart-configuration", view_func=self.smart_configuration)
+        app.add_url_rule("/fhir/metadata", view_func=self.metadata)
+        app.add_url_rule("/jwks", view_func=self.jwks)
 
-    @app.get("/fhir/.well-known/smart-configuration")
-    def smart_configuration():
+    def smart_configuration(self):
+        public = self.ends.public
         return jsonify({
-            "issuer": issuer,
+            "issuer": self.ends.issuer,
             "jwks_uri": f"{public}/jwks",
             "authorization_endpoint": f"{public}/authorize",
-            "token_endpoint": token_endpoint,
+            "token_endpoint": self.ends.token_endpoint,
             "grant_types_supported": ["authorization_code", "refresh_token"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "private_key_jwt"],
             "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
@@ -457,10 +444,9 @@ def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[d
             "capabilities": list(CAPABILITIES),
         })
 
-    @app.get("/fhir/metadata")
-    def metadata():
+    def metadata(self):
         try:
-            response = upstream.get("metadata")
+            response = self.ends.upstream.get("metadata")
             response.raise_for_status()
             capability = response.json()
         except (requests.RequestException, ValueError) as exc:
@@ -473,59 +459,72 @@ def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[d
                                      "code": "SMART-on-FHIR"}]}],
             "extension": [{
                 "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                "extension": [{"url": "authorize", "valueUri": f"{public}/authorize"},
-                              {"url": "token", "valueUri": token_endpoint}],
+                "extension": [{"url": "authorize", "valueUri": f"{self.ends.public}/authorize"},
+                              {"url": "token", "valueUri": self.ends.token_endpoint}],
             }],
         }
         capability["rest"] = [rest, *(capability.get("rest") or [])[1:]]
         return Response(json.dumps(capability), content_type=f"{FHIR_JSON}; charset=utf-8")
 
-    @app.get("/jwks")
-    def jwks():
-        return jsonify({"keys": [jwk]})
+    def jwks(self):
+        return jsonify({"keys": [self.jwk]})
 
-    # ------------------------------------------------------------ authorize
 
-    @app.route("/authorize", methods=["GET", "POST"])
-    def authorize():
+class Authorizer:
+    """The EHR launch page (/, POST /launch) and /authorize: PKCE S256, aud, scopes, launch context."""
+
+    def __init__(self, ends: Endpoints, app_launch_url: str):
+        self.ends, self.app_launch_url = ends, app_launch_url
+
+    def register(self, app: Flask) -> None:
+        app.add_url_rule("/", view_func=self.launch_page)
+        app.add_url_rule("/launch", view_func=self.ehr_launch, methods=["POST"])
+        app.add_url_rule("/authorize", view_func=self.authorize, methods=["GET", "POST"])
+
+    def launch_page(self):
+        banner = request.args.get("need_patient_banner", "true") != "false"
+        standalone = _with_query(self.app_launch_url, {"iss": self.ends.issuer})
+        return render_template("launch.html", patients=self.ends.upstream.patients(), banner=banner,
+                               standalone_url=standalone, issuer=self.ends.issuer)
+
+    def ehr_launch(self):
+        patient = request.form.get("patient", "")
+        if not self.ends.upstream.exists("Patient", patient):
+            return render_template("error.html", message="No such patient on the sandbox FHIR server."), 404
+        launch_id = self.ends.state.new_launch(patient, request.form.get("need_patient_banner", "true") != "false")
+        log.info("EHR launch for Patient/%s", patient)
+        return redirect(_with_query(self.app_launch_url, {"iss": self.ends.issuer, "launch": launch_id}), code=303)
+
+    def authorize(self):
         params = request.values
-        client = registry.get(params.get("client_id", ""))
+        client = self.ends.registry.get(params.get("client_id", ""))
         if client is None:
             return _error_page("Unknown client_id: this app is not registered with the sandbox EHR.")
         redirect_uri = params.get("redirect_uri", "")
         if redirect_uri not in client.redirect_uris:
             return _error_page("The redirect_uri is not registered for this app.")
         try:
-            context = _authorize_context(client, params)
+            context = self._context(client, params)
         except RedirectError as exc:
             log.info("authorize refused for client %s: %s", client.client_id, exc.error)
             return redirect(_with_query(redirect_uri, {"error": exc.error, "state": params.get("state"),
                                                        "error_description": exc.description}))
         if context is None:  # standalone launch without a chosen patient yet
-            return render_template("pick_patient.html", patients=upstream.patients(),
+            return render_template("pick_patient.html", patients=self.ends.upstream.patients(),
                                    params=_authorize_params(params), client_id=client.client_id)
-        code = state.new_code(context, redirect_uri, params["code_challenge"])
+        code = self.ends.state.new_code(context, redirect_uri, params["code_challenge"])
         log.info("authorization code issued to %s (patient %s)", client.client_id, context.patient)
         return redirect(_with_query(redirect_uri, {"code": code, "state": params["state"]}))
 
-    def _authorize_context(client: Client, params) -> Context | None:
-        if params.get("response_type") != "code":
-            raise RedirectError("unsupported_response_type", "response_type must be code")
-        if not params.get("state"):
-            raise RedirectError("invalid_request", "state is required")
-        if not params.get("code_challenge"):
-            raise RedirectError("invalid_request", "PKCE is required: send code_challenge")
-        if params.get("code_challenge_method") != "S256":
-            raise RedirectError("invalid_request", "code_challenge_method must be S256")
-        if params.get("aud", "").rstrip("/") != issuer:
-            raise RedirectError("invalid_request", f"aud must be {issuer}")
+    def _context(self, client: Client, params) -> Context | None:
+        _check_authorize_request(params, self.ends.issuer)
         requested = params.get("scope", "").split()
         granted = tuple(s for s in dict.fromkeys(requested) if s in client.scopes)
         if not granted:
             raise RedirectError("invalid_scope", "none of the requested scopes is allowed for this client")
         banner = True
         if params.get("launch"):
-            launch = state.launch(params["launch"])
+            launch = self.ends.state.launch(params["launch"])
             if launch is None:
                 raise RedirectError("invalid_request", "unknown or expired launch")
             if "launch" not in granted:
@@ -535,23 +534,46 @@ def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[d
             patient = params.get("patient")
             if not patient:
                 return None
-            if not upstream.exists("Patient", patient):
+            if not self.ends.upstream.exists("Patient", patient):
                 raise RedirectError("invalid_request", "the chosen patient does not exist")
         else:
             patient = None
         return Context(client.client_id, granted, patient, banner, params.get("nonce"))
 
-    # ------------------------------------------------------------ token
 
-    @app.post("/token")
-    def token():
+def _check_authorize_request(params, issuer: str) -> None:
+    """response_type code, a state, PKCE S256 and aud = our issuer; else RedirectError."""
+    if params.get("response_type") != "code":
+        raise RedirectError("unsupported_response_type", "response_type must be code")
+    if not params.get("state"):
+        raise RedirectError("invalid_request", "state is required")
+    if not params.get("code_challenge"):
+        raise RedirectError("invalid_request", "PKCE is required: send code_challenge")
+    if params.get("code_challenge_method") != "S256":
+        raise RedirectError("invalid_request", "code_challenge_method must be S256")
+    if params.get("aud", "").rstrip("/") != issuer:
+        raise RedirectError("invalid_request", f"aud must be {issuer}")
+
+
+class TokenEndpoint:
+    """POST /token: client authentication (public, client_secret_basic, private_key_jwt), the code
+    exchange with PKCE, refresh, and the id_token signed with the sandbox's RS256 key."""
+
+    def __init__(self, ends: Endpoints, signing_key: rsa.RSAPrivateKey, kid: str, access_token_lifetime: int):
+        self.ends, self.signing_key, self.kid = ends, signing_key, kid
+        self.access_token_lifetime = access_token_lifetime
+
+    def register(self, app: Flask) -> None:
+        app.add_url_rule("/token", view_func=self.token, methods=["POST"])
+
+    def token(self):
         try:
-            client = _authenticate_client()
+            client = self._authenticate_client()
             grant_type = request.form.get("grant_type")
             if grant_type == "authorization_code":
-                body = _exchange_code(client)
+                body = self._exchange_code(client)
             elif grant_type == "refresh_token":
-                body = _refresh(client)
+                body = self._refresh(client)
             else:
                 raise OAuthError("unsupported_grant_type",
                                  "grant_type must be authorization_code or refresh_token")
@@ -567,26 +589,26 @@ def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[d
         response.headers["Pragma"] = "no-cache"
         return response
 
-    def _authenticate_client() -> Client:
+    def _authenticate_client(self) -> Client:
         form = request.form
         if form.get("client_assertion") or form.get("client_assertion_type"):
-            return _assertion_client(form)
+            return self._assertion_client(form)
         if request.headers.get("Authorization", "").lower().startswith("basic "):
-            return _basic_client(request.headers["Authorization"][6:], form.get("client_id"))
-        client = registry.get(form.get("client_id", ""))
+            return self._basic_client(request.headers["Authorization"][6:], form.get("client_id"))
+        client = self.ends.registry.get(form.get("client_id", ""))
         if client is None:
             raise OAuthError("invalid_client", "unknown client", 401)
         if client.auth != "public":
             raise OAuthError("invalid_client", f"this client must authenticate with {client.auth}", 401)
         return client
 
-    def _basic_client(credentials: str, form_client_id: str | None) -> Client:
+    def _basic_client(self, credentials: str, form_client_id: str | None) -> Client:
         try:
             decoded = base64.b64decode(credentials, validate=True).decode()
         except (ValueError, UnicodeDecodeError) as exc:
             raise OAuthError("invalid_client", "malformed Basic credentials", 401) from exc
         client_id, _, secret = (unquote(part) for part in decoded.partition(":"))  # RFC 6749 2.3.1
-        client = registry.get(client_id)
+        client = self.ends.registry.get(client_id)
         if client is None or client.auth != "client_secret_basic" or not hmac.compare_digest(
                 secret.encode(), (client.client_secret or "").encode()):
             raise OAuthError("invalid_client", "client authentication failed", 401)
@@ -594,7 +616,7 @@ def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[d
             raise OAuthError("invalid_client", "client_id does not match the credentials", 401)
         return client
 
-    def _assertion_client(form) -> Client:
+    def _assertion_client(self, form) -> Client:
         if form.get("client_assertion_type") != ASSERTION_TYPE or not form.get("client_assertion"):
             raise OAuthError("invalid_client", f"client_assertion_type must be {ASSERTION_TYPE}", 401)
         assertion = form["client_assertion"]
@@ -603,32 +625,32 @@ def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[d
             unverified = jwt.decode(assertion, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise OAuthError("invalid_client", "client_assertion is not a JWT", 401) from exc
-        client = registry.get(str(unverified.get("iss", "")))
+        client = self.ends.registry.get(str(unverified.get("iss", "")))
         if client is None or client.auth != "private_key_jwt":
             raise OAuthError("invalid_client", "unknown client or not a private_key_jwt client", 401)
         if header.get("alg") not in ASSERTION_ALGS:
             raise OAuthError("invalid_client", "client_assertion must be signed with RS384 or ES384", 401)
-        key = _client_key(client, header)
+        key = self._client_key(client, header)
         try:
-            claims = jwt.decode(assertion, key, algorithms=[header["alg"]], audience=token_endpoint,
+            claims = jwt.decode(assertion, key, algorithms=[header["alg"]], audience=self.ends.token_endpoint,
                                 issuer=client.client_id,
                                 options={"require": ["iss", "sub", "aud", "exp", "jti"]})
         except jwt.PyJWTError as exc:
             raise OAuthError("invalid_client", f"client_assertion rejected: {exc}", 401) from exc
         if claims["sub"] != client.client_id or form.get("client_id", client.client_id) != client.client_id:
             raise OAuthError("invalid_client", "client_assertion sub must equal iss (the client_id)", 401)
-        if claims["exp"] > clock() + MAX_ASSERTION_LIFETIME + 60:
+        if claims["exp"] > self.ends.clock() + MAX_ASSERTION_LIFETIME + 60:
             raise OAuthError("invalid_client", "client_assertion exp is more than five minutes ahead", 401)
-        if not state.first_use_of_assertion(client.client_id, str(claims["jti"]), float(claims["exp"])):
+        if not self.ends.state.first_use_of_assertion(client.client_id, str(claims["jti"]), float(claims["exp"])):
             raise OAuthError("invalid_client", "client_assertion jti was already used", 401)
         return client
 
-    def _client_key(client: Client, header: dict):
+    def _client_key(self, client: Client, header: dict):
         if client.jwks is not None or client.jwks_url is None:
             keys = (client.jwks or {}).get("keys", [])
         else:
             try:
-                response = requests.get(client.jwks_url, timeout=upstream_timeout)
+                response = requests.get(client.jwks_url, timeout=self.ends.upstream_timeout)
                 response.raise_for_status()
                 keys = response.json().get("keys", [])
             except (requests.RequestException, ValueError) as exc:
@@ -642,24 +664,24 @@ def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[d
         except jwt.PyJWTError as exc:
             raise OAuthError("invalid_client", "the registered key is unusable", 401) from exc
 
-    def _exchange_code(client: Client) -> dict:
+    def _exchange_code(self, client: Client) -> dict:
         form = request.form
         verifier = form.get("code_verifier", "")
         if not form.get("code"):
             raise OAuthError("invalid_request", "code is required")
         if not VERIFIER_RE.fullmatch(verifier):
             raise OAuthError("invalid_request", "code_verifier must be 43-128 unreserved characters")
-        code = state.redeem_code(form["code"])
+        code = self.ends.state.redeem_code(form["code"])
         if code.context.client_id != client.client_id:
             raise OAuthError("invalid_grant", "the code was issued to another client")
         if form.get("redirect_uri") != code.redirect_uri:
             raise OAuthError("invalid_grant", "redirect_uri does not match the authorization request")
         if not hmac.compare_digest(_pkce_s256(verifier), code.code_challenge):
             raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
-        return _token_response(code.context, code)
+        return self._token_response(code.context, code)
 
-    def _refresh(client: Client) -> dict:
-        grant = state.refresh_grant(request.form.get("refresh_token", ""))
+    def _refresh(self, client: Client) -> dict:
+        grant = self.ends.state.refresh_grant(request.form.get("refresh_token", ""))
         if grant is None or grant.context.client_id != client.client_id:
             raise OAuthError("invalid_grant", "unknown or expired refresh token")
         context = grant.context
@@ -668,64 +690,74 @@ def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[d
             if not set(narrowed) <= set(context.scopes):
                 raise OAuthError("invalid_scope", "a refresh cannot add scopes")
             context = Context(context.client_id, narrowed, context.patient, context.need_patient_banner)
-        access, _ = state.issue(context, access_token_lifetime, refresh=False)
+        access, _ = self.ends.state.issue(context, self.access_token_lifetime, refresh=False)
         log.info("access token refreshed for %s", client.client_id)
-        return {**_context_fields(context, access), "refresh_token": request.form["refresh_token"]}
+        return {**self._context_fields(context, access), "refresh_token": request.form["refresh_token"]}
 
-    def _token_response(context: Context, code: AuthCode) -> dict:
+    def _token_response(self, context: Context, code: AuthCode) -> dict:
         refresh = bool({"online_access", "offline_access"} & set(context.scopes))
-        access, refresh_token = state.issue(context, access_token_lifetime, refresh, code)
-        body = _context_fields(context, access)
+        access, refresh_token = self.ends.state.issue(context, self.access_token_lifetime, refresh, code)
+        body = self._context_fields(context, access)
         if refresh_token:
             body["refresh_token"] = refresh_token
         if {"openid", "fhirUser"} <= set(context.scopes):
-            body["id_token"] = _id_token(context)
+            body["id_token"] = self._id_token(context)
         log.info("tokens issued to %s (scopes: %s)", context.client_id, " ".join(context.scopes))
         return body
 
-    def _context_fields(context: Context, access: str) -> dict:
-        body = {"access_token": access, "token_type": "Bearer", "expires_in": access_token_lifetime,
+    def _context_fields(self, context: Context, access: str) -> dict:
+        body = {"access_token": access, "token_type": "Bearer", "expires_in": self.access_token_lifetime,
                 "scope": " ".join(context.scopes), "need_patient_banner": context.need_patient_banner}
         if context.patient:
             body["patient"] = context.patient
         return body
 
-    def _id_token(context: Context) -> str:
-        now = int(clock())
+    def _id_token(self, context: Context) -> str:
+        now = int(self.ends.clock())
+        issuer = self.ends.issuer
         claims = {"iss": issuer, "aud": context.client_id, "sub": CLINICIAN_ID, "iat": now,
                   "exp": now + ID_TOKEN_LIFETIME, "fhirUser": f"{issuer}/Practitioner/{CLINICIAN_ID}"}
         if context.nonce:
             claims["nonce"] = context.nonce
-        return jwt.encode(claims, signing_key, algorithm="RS256", headers={"kid": kid})
+        return jwt.encode(claims, self.signing_key, algorithm="RS256", headers={"kid": self.kid})
 
-    # ------------------------------------------------------------ FHIR proxy
 
-    @app.route("/fhir", defaults={"path": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-    @app.route("/fhir/<path:path>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-    def fhir_proxy(path: str):
+class FhirProxy:
+    """/fhir/*: forwarded upstream only for a valid bearer token whose scopes allow the interaction."""
+
+    def __init__(self, ends: Endpoints):
+        self.ends = ends
+
+    def register(self, app: Flask) -> None:
+        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+        app.add_url_rule("/fhir", defaults={"path": ""}, view_func=self.fhir_proxy, methods=methods)
+        app.add_url_rule("/fhir/<path:path>", view_func=self.fhir_proxy, methods=methods)
+
+    def fhir_proxy(self, path: str):
         try:
-            grant = _bearer_grant()
+            grant = self._bearer_grant()
             method = "GET" if request.method == "HEAD" else request.method
             for rtype, permission in required_permissions(method, path, request.get_data(), request.args):
                 if not scope_permits(grant.context.scopes, rtype, permission):
                     raise ProxyError(403, "forbidden", f"The granted scopes do not allow '{permission}' on "
                                                        f"{'any resource type' if rtype == '*' else rtype}")
-            return _forward(path)
+            return self._forward(path)
         except ProxyError as exc:
             return _outcome_response(exc.status, exc.code, exc.diagnostics, exc.headers)
 
-    def _bearer_grant() -> Grant:
+    def _bearer_grant(self) -> Grant:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         challenge = {"WWW-Authenticate": 'Bearer realm="sandbox-ehr", error="invalid_token"'}
         if scheme.lower() != "bearer" or not token:
             raise ProxyError(401, "login", "A bearer access token is required",
                              {"WWW-Authenticate": 'Bearer realm="sandbox-ehr"'})
-        grant = state.access_grant(token.strip())
+        grant = self.ends.state.access_grant(token.strip())
         if grant is None:
             raise ProxyError(401, "login", "The access token is unknown or expired", challenge)
         return grant
 
-    def _forward(path: str) -> Response:
+    def _forward(self, path: str) -> Response:
+        upstream = self.ends.upstream
         url = f"{upstream.base}/{path}" if path else upstream.base
         if request.query_string:
             url += "?" + request.query_string.decode("latin-1")
@@ -733,7 +765,7 @@ def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[d
                    if (value := request.headers.get(name)) is not None}
         try:
             answer = requests.request(request.method, url, data=upstream.to_upstream(request.get_data()),
-                                      headers=headers, timeout=upstream_timeout, allow_redirects=False)
+                                      headers=headers, timeout=self.ends.upstream_timeout, allow_redirects=False)
         except requests.Timeout as exc:
             raise ProxyError(504, "timeout", "The FHIR server behind the sandbox timed out") from exc
         except requests.RequestException as exc:
@@ -744,11 +776,42 @@ def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[d
                 response.headers[name] = upstream.to_public(answer.headers[name].encode("latin-1")).decode("latin-1")
         return response
 
+
+def create_sandbox_app(fhir_upstream: str, public_base_url: str, clients: list[dict], app_launch_url: str, *,
+                       access_token_lifetime: int = 300, upstream_timeout: tuple[float, float] = (5.0, 30.0),
+                       upstream_link_base: str | None = None, clock: Callable[[], float] = time.time,
+                       cds_services_url: str | None = None) -> Flask:
+    """The sandbox EHR as a Flask app. `public_base_url` is where browsers and the app reach it.
+
+    `upstream_link_base`: the base the FHIR server writes into its links, when not `fhir_upstream`.
+    With `cds_services_url` it is also a CDS Hooks client (order buttons; see cds_client.py)."""
+    public = public_base_url.rstrip("/")
+    state = SandboxState(clock)
+    ends = Endpoints(public, {c.client_id: c for c in map(Client.from_dict, clients)}, state,
+                     Upstream(fhir_upstream, f"{public}/fhir", upstream_timeout, upstream_link_base),
+                     upstream_timeout, clock)
+    signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    kid = secrets.token_hex(8)
+    jwk = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(signing_key.public_key())),
+           "kid": kid, "alg": "RS256", "use": "sig"}
+
+    app = Flask(__name__)
+    app.config.update(SANDBOX_ISSUER=ends.issuer, SANDBOX_STATE=state, SANDBOX_CLIENTS=ends.registry)
+    app.register_error_handler(requests.RequestException, _upstream_unavailable)
+    for part in (Authorizer(ends, app_launch_url), Discovery(ends, jwk),
+                 TokenEndpoint(ends, signing_key, kid, access_token_lifetime), FhirProxy(ends)):
+        part.register(app)
     if cds_services_url:
         cds_client.register(app, public, cds_services_url, lambda patient: state.issue(
             Context(cds_client.CDS_CLIENT_ID, cds_client.CDS_SCOPES, patient, False), 300, refresh=False)[0],
-            lambda patient: upstream.exists("Patient", patient), clock)
+            lambda patient: ends.upstream.exists("Patient", patient), clock)
     return app
+
+
+def _upstream_unavailable(exc: requests.RequestException):
+    log.warning("sandbox FHIR server unavailable: %s", type(exc).__name__)
+    message = "The sandbox FHIR server did not answer. Is it running?"
+    return render_template("error.html", message=message), 502
 
 
 FORWARDED_REQUEST_HEADERS = ("Accept", "Content-Type", "If-Match", "If-None-Match", "If-None-Exist",
