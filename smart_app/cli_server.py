@@ -129,17 +129,6 @@ def cmd_record(args) -> int:
 
 def replay_base(path: str) -> str:
     """The FHIR base a recording was made against (its first /metadata request)."""
-    import yaml
+    from .fhir.replay import Recording
 
-    from .errors import UnreadableInput
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-        urls = [r["response"]["url"] for r in data["responses"]]
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-        raise UnreadableInput(f"{path}: not a recorded-responses file") from exc
-    base = next((u[: -len("/metadata")] for u in urls if u.split("?")[0].endswith("/metadata")), None)
-    if base is None:
-        raise UnreadableInput(f"{path}: the recording has no /metadata request to take its FHIR base from")
-    return base
+    return Recording.from_files([path]).bases[0]

@@ -47,14 +47,19 @@ class SessionExpired(AppError):
     user_message = "Your session has ended. Please launch the app again from the EHR."
 
 
+DIAGNOSTICS_SHOWN = 500  # characters of a server's OperationOutcome diagnostics shown on a page
+
+
 class FhirServerError(AppError):
-    """The FHIR server answered with an error (OperationOutcome diagnostics kept in detail)."""
+    """The FHIR server answered with an error (OperationOutcome diagnostics kept in detail and shown)."""
 
     status = 502
     user_message = "The EHR's FHIR server reported an error."
 
     def __init__(self, detail: str | None = None, *, http_status: int | None = None,
                  diagnostics: tuple[str, ...] = (), user_message: str | None = None):
+        if diagnostics and user_message is None:  # the server's own words (an OperationOutcome) say what failed
+            user_message = f"{self.user_message} It said: {'; '.join(diagnostics)[:DIAGNOSTICS_SHOWN]}"
         super().__init__(detail, user_message=user_message)
         self.http_status = http_status
         self.diagnostics = diagnostics

@@ -180,7 +180,13 @@ def plan_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days
                recorded: datetime | None = None, data_problems: tuple[str, ...] = ()) -> tuple[OrderPlan, dict]:
     """`ldn-app plan`: the checked plan and the transaction Bundle that signing it would send."""
     order = check_order(data, req, as_of=as_of, washout_days=washout_days, data_problems=data_problems)
-    return order.plan, transaction_bundle(order, recorded or datetime.now().astimezone())
+    return order.plan, order_bundle(order, recorded)
+
+
+def order_bundle(order: PlannedOrder, recorded: datetime | None = None) -> dict:
+    """The transaction Bundle that signing `order` sends (`recorded`: its Provenance time, default now).
+    Sign builds it as it sends it; `--replay` shows it instead, sending nothing."""
+    return transaction_bundle(order, recorded or datetime.now().astimezone())
 
 
 @dataclass(frozen=True)
@@ -317,7 +323,7 @@ def sign_order(gateway: Gateway, order: PlannedOrder, permissions, recorded: dat
     blockers = write_blockers(gateway, permissions)
     if blockers:
         raise SigningNotAllowed("; ".join(blockers), user_message=" ".join(blockers))
-    bundle = transaction_bundle(order, recorded or datetime.now().astimezone())
+    bundle = order_bundle(order, recorded)
     try:
         result = place_order(gateway, bundle)
     except WriteNotCompleted as err:

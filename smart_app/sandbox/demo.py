@@ -1,6 +1,7 @@
 """`ldn-app demo`: sandbox FHIR server + sandbox EHR + the LDN app on loopback, with one command.
 
 `start_sandbox` is the one code path; `run_demo` wraps it for a terminal and tests reuse it.
+`create_replay_app` is the app of `--replay`: no server at all, recorded FHIR responses instead.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from ..fhir.gateway import FHIR_JSON
 from ..fhir.load import load_bundles
-from ..samples import samples_as_of
+from ..fhir.replay import Recording, ReplayAdapter, ReplayGatewayFactory
+from ..samples import SAMPLE_PRESCRIBER, samples_as_of
 from .ehr import CLINICIAN, create_sandbox_app
 from .fhir_server import FhirServer, FhirServerError, free_port, start_fhir_server
 
@@ -217,24 +219,63 @@ def _load(fhir_base: str, bundles: list[dict]) -> None:
                              **{f"sandbox Bundle {i + 1}": bundle for i, bundle in enumerate(bundles)}})
 
 
-def run_demo(host: str = "127.0.0.1", app_port: int = 8000, ehr_port: int = 8001, fhir_port: int = 8002,
-             **options) -> None:
-    """Run everything until Ctrl-C or SIGTERM; `options` go to `start_sandbox`."""
+def create_replay_app(paths: Iterable[str], config: dict | None = None) -> Flask:
+    """The whole app on recorded files: each recording's FHIR base is an open server answered from them.
+
+    `/launch` opens the patient search of the first base; Sign shows the Bundle it would send and
+    sends nothing (REPLAY). The requester is LDN_OPEN_REQUESTER, else the sample prescriber."""
+    from smart_app import create_app
+    from smart_app.config import Settings
+
+    recording = Recording.from_files(paths)
+    requester = Settings.from_env().open_requester or f"Practitioner/{SAMPLE_PRESCRIBER['id']}"
+    app = create_app({"ALLOWED_ISSUERS": "", "OPEN_SERVERS": ",".join(recording.bases),
+                      "DEFAULT_ISS": recording.bases[0], "OPEN_REQUESTER": requester, "REPLAY": True,
+                      **(config or {})})
+    adapter = ReplayAdapter(recording)
+    app.extensions["fhir.replay"] = adapter
+    app.extensions["gateway_factory"] = ReplayGatewayFactory(adapter, app.extensions["fhir.documents"])
+    return app
+
+
+def run_replay_demo(paths: Iterable[str], host: str = "127.0.0.1", port: int = 8000,
+                    config: dict | None = None) -> None:
+    """`ldn-app demo --replay`: the replay app on loopback until Ctrl-C or SIGTERM."""
+    with ExitStack() as stack:
+        web = _bind(stack, host, port, "replay")
+        app = create_replay_app(paths, {"PUBLIC_BASE_URL": web.url, "SECRET_KEY": secrets.token_hex(32),
+                                        **(config or {})})
+        web.start(app)
+        _wait_for_signal(f"Open {web.url}/launch to pick a recorded patient (FHIR bases replayed: "
+                         f"{', '.join(app.extensions['settings'].open_servers)}). Nothing is written anywhere. "
+                         "Ctrl-C stops.")
+    print("Replay stopped.", flush=True)
+
+
+def _wait_for_signal(banner: str) -> None:
     stop = threading.Event()
-    sandbox = start_sandbox(host, app_port, ehr_port, fhir_port, **options)
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _print_banner(sandbox)
+        print(banner, flush=True)
         while not stop.wait(0.5):
             pass
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def run_demo(host: str = "127.0.0.1", app_port: int = 8000, ehr_port: int = 8001, fhir_port: int = 8002,
+             **options) -> None:
+    """Run everything until Ctrl-C or SIGTERM; `options` go to `start_sandbox`."""
+    sandbox = start_sandbox(host, app_port, ehr_port, fhir_port, **options)
+    try:
+        _wait_for_signal(_banner(sandbox))
+    finally:
         sandbox.stop()
         print("Sandbox stopped.", flush=True)
 
 
-def _print_banner(sandbox: Sandbox) -> None:
+def _banner(sandbox: Sandbox) -> str:
     lines = [f"Open {sandbox.ehr_url}/ to launch the LDN app from the sandbox EHR",
              f"  FHIR base (iss): {sandbox.iss}   app: {sandbox.app_url}   FHIR server: {sandbox.fhir_upstream}"]
     if sandbox.listen_url != sandbox.ehr_url:
@@ -243,4 +284,4 @@ def _print_banner(sandbox: Sandbox) -> None:
         lines.append(f"  The app is not started here: run it with LDN_ALLOWED_ISSUERS={sandbox.iss} "
                      f"LDN_CLIENT_ID={APP_CLIENT_ID} LDN_PUBLIC_BASE_URL={sandbox.app_url}")
     lines.append("  Pick a patient and press 'EHR launch', or use 'Standalone launch'. Ctrl-C stops everything.")
-    print("\n".join(lines), flush=True)
+    return "\n".join(lines)

@@ -7,6 +7,7 @@ must belong to this browser's server-side session. Every POST is checked in one 
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 import threading
@@ -46,6 +47,7 @@ from ..services import (
     in_chart,
     long_date,
     may_have_written_plan,
+    order_bundle,
     own_orders,
     page_context,
     pain_score,
@@ -364,6 +366,9 @@ def sign():
         return render_review(ctx, data, problems, form=form, errors=problems_of(err), status=err.status)
     if in_chart(order, data):  # a resubmit after success: nothing to send
         return redirect(url_for("web.done", key=order.key, lid=ctx.launch_id), code=303)
+    if current_app.config.get("REPLAY"):  # `--replay`: show what would be sent; there is no server to write to
+        return render_template("replay_sign.html", ctx=ctx, patient=data.patient or {}, key=order.key,
+                               bundle_json=json.dumps(order_bundle(order), indent=2, ensure_ascii=False))
     with _lock_for(order.key):  # a double click waits here; the conditional create makes its resend a no-op
         outcome = sign_order(gateway(), order, ctx.permissions)
     g.sign_outcome = outcome  # error pages still tell the outcome if the session store fails from here on
