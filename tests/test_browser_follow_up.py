@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 # its module-level skip (no chromium, no selenium) skips this module too; its fixtures are this module's own
@@ -23,6 +22,7 @@ from test_browser_e2e import (  # noqa: F401  (fixtures)
     ours,
     own_sandbox,
     preview,
+    replaced,
     screenshot,
     text_of,
     upstream_search,
@@ -45,7 +45,7 @@ def relaunch_to_follow_up(browser, sandbox, patient: str) -> None:
 def click_and_wait(browser, button_id: str, then_css: str) -> None:
     old = browser.find_element(By.ID, button_id)
     old.click()
-    WebDriverWait(browser, WAIT).until(ec.staleness_of(old))
+    WebDriverWait(browser, WAIT).until(replaced(old))  # staleness_of, also when Chromium reports the node gone
     wait_for(browser, then_css)
 
 
