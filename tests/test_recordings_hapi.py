@@ -64,7 +64,7 @@ def test_getpages_paging_the_patient_search_follows_hapis_cursor_and_keeps_it_se
 
     assert picks(text(first)) == ["ldn-crps"] and picks(text(second)) == ["ldn-tramadol-5-days"]
     assert "_getpages" not in text(first) and "the server did not say how many" in text(first)
-    assert any("_getpages=" in url for _, url in app.extensions["fhir.replay"].requests)
+    assert any("_getpages=" in url for _, url in app.extensions["fhir.replay"].received)
 
 
 def test_missing_total_the_search_shows_no_count_and_the_record_is_read_whole():
@@ -127,4 +127,4 @@ def test_conditional_create_412_the_order_is_not_written_and_hapis_reason_is_sho
 
     assert signed.status_code == 409 and "not written" in text(signed).lower()
     assert "Multiple resources match this search" in text(signed) and "/done/" not in signed.headers.get("Location", "")
-    assert [m for m, _ in app.extensions["fhir.replay"].requests].count("POST") == 1  # never retried
+    assert [m for m, _ in app.extensions["fhir.replay"].received].count("POST") == 1  # never retried

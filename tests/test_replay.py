@@ -96,7 +96,7 @@ def test_sign_in_replay_shows_the_transaction_bundle_says_nothing_was_written_an
     assert order["requester"]["reference"] == "Practitioner/ldn-sample-prescriber"
     assert {"system": ORDER_SYSTEM, "value": key} in order["identifier"]
     assert {e["request"]["method"] for e in shown["entry"]} == {"POST"}
-    assert {m for m, _ in app.extensions["fhir.replay"].requests} == {"GET"}
+    assert {m for m, _ in app.extensions["fhir.replay"].received} == {"GET"}
 
 
 def test_signing_the_same_plan_twice_in_replay_shows_it_twice_and_still_sends_nothing():
@@ -107,7 +107,7 @@ def test_signing_the_same_plan_twice_in_replay_shows_it_twice_and_still_sends_no
     first, second = signed(client, review), signed(client, review)
 
     assert "nothing was written" in text(first) and "nothing was written" in text(second)
-    assert {m for m, _ in app.extensions["fhir.replay"].requests} == {"GET"}
+    assert {m for m, _ in app.extensions["fhir.replay"].received} == {"GET"}
 
 
 def without(recording: Path, dropped: str, tmp_path: Path) -> Path:

@@ -33,7 +33,7 @@ from .gateway import FhirGateway
 
 FHIR_JSON = "application/fhir+json"
 PATIENT_SEARCH_PARAMS = frozenset({"_id", "name", "birthdate", "_count"})
-LOG_LENGTH = 10_000  # requests remembered for `requests` (tests read it; a long replay session forgets the oldest)
+LOG_LENGTH = 10_000  # requests remembered for `received` (tests read it; a long replay session forgets the oldest)
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ class ReplayAdapter(BaseAdapter):
         self._lock = threading.Lock()
 
     @property
-    def requests(self) -> list[tuple[str, str]]:
+    def received(self) -> list[tuple[str, str]]:
         """(method, url) of every request this transport received, oldest first."""
         with self._lock:
             return list(self._log)
