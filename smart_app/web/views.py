@@ -367,7 +367,7 @@ def sign():
     if in_chart(order, data):  # a resubmit after success: nothing to send
         return redirect(url_for("web.done", key=order.key, lid=ctx.launch_id), code=303)
     if current_app.config.get("REPLAY"):  # `--replay`: show what would be sent; there is no server to write to
-        return render_template("replay_sign.html", ctx=ctx, patient=data.patient or {}, key=order.key,
+        return render_template("replay_sign.html", ctx=ctx, patient=data.banner, key=order.key,
                                bundle_json=json.dumps(order_bundle(order), indent=2, ensure_ascii=False))
     with _lock_for(order.key):  # a double click waits here; the conditional create makes its resend a no-op
         outcome = sign_order(gateway(), order, ctx.permissions)
