@@ -6,7 +6,7 @@
   app made for that page, replayed with its token through the same proxy on 5 threads, bodies read,
   not parsed), p50 and p95 at 1, 10 and 50 concurrent clinicians;
 - the app's CPU ms per launch-to-review (1 and 10 concurrent clinicians);
-- the review page of a 5,000-MedicationStatement patient.
+- the review page of a 5,000-MedicationStatement patient (time and size).
 
 The app runs alone in its own process (`ldn-app serve`, waitress, 64 threads), so its CPU time is
 its own; the sandbox EHR (authorizer + FHIR proxy) runs in this process in front of sekmet.
@@ -223,9 +223,11 @@ def big_patient_figures(bench: Bench) -> None:
     reads = seen[: len(seen) // 3]
     with ThreadPoolExecutor(1) as one, requests.Session() as http:  # pages one after another, as paging needs
         direct = statistics.median(bench.direct(one, http, reads) for _ in range(3))
+    size = len(browser.get(url, timeout=120).content)
     print(f"\n5,000-record patient: launch-to-review {first * 1000:.0f} ms; review page median "
           f"{statistics.median(times) * 1000:.0f} ms ({len(reads)} FHIR requests per review; the same reads "
-          f"done directly one after another: {direct * 1000:.0f} ms)")
+          f"done directly one after another: {direct * 1000:.0f} ms); review page {size / 1024:.1f} KB "
+          f"(issue 9 target <= 300 KB)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   missing+=(chromium chromium-driver)
 fi
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "Installing Debian ${missing[*]} for the browser and session-store tests..."
@@ -18,6 +19,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
   else
     echo "note: ${missing[*]} not installed and not root: the tests that need them will be skipped" >&2
   fi
+fi
+
+# axe-core (accessibility checks in the browser tests) from the npm registry into .ci-node/, injected by
+# Selenium - never from a CDN.
+if command -v npm >/dev/null 2>&1 && [ ! -f .ci-node/node_modules/axe-core/axe.min.js ]; then
+  npm install --prefix .ci-node --no-audit --no-fund --silent axe-core@4 >/dev/null \
+    || echo "note: npm could not install axe-core: the accessibility checks will be skipped" >&2
 fi
 
 python3 -m venv .venv

@@ -68,7 +68,7 @@ def cmd_plan(args) -> int:
     titration = TitrationRequest(start=args.start, start_dose_mg=args.start_dose, step_mg=args.step,
                                  interval_days=args.interval, target_mg=args.target, supply_days=args.supply_days)
     req = SignRequest(titration=titration, reasons=tuple(args.reason or ()), requester=args.requester,
-                      override_reason=args.override_reason, attestation=args.attest)
+                      override_reason=args.override_reason, attestation=args.attest, other_reason=args.other_reason)
     plan, bundle = plan_order(patients[args.patient], req, as_of=args.as_of, washout_days=args.washout_days)
     if args.json:
         print(json.dumps(bundle, indent=2))
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--reason", action="append", help="Condition/ID the order is for (repeatable)")
     pl.add_argument("--requester", help="Practitioner/ID of the prescriber")
     pl.add_argument("--override-reason", help="required when the decision is not-recommended (R4)")
+    pl.add_argument("--other-reason", help="required when a --reason is not a qualifying indication (R3)")
     pl.add_argument("--attest", help="required when the decision is cannot-determine")
     pl.add_argument("--json", action="store_true", help="print only the Bundle")
     pl.set_defaults(func=cmd_plan)

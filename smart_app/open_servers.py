@@ -15,7 +15,7 @@ from datetime import date
 from .config import Settings
 from .errors import InputError
 from .fhir.parse import display_name
-from .smart.scopes import READ_TYPES, UNDO_NEEDS, WRITE_TYPES
+from .smart.scopes import CONTACT_SCOPES, READ_TYPES, UNDO_NEEDS, WRITE_TYPES
 
 OPEN_LAUNCH = "open"
 PAGE_SIZE = 20
@@ -119,7 +119,8 @@ def launch_record(settings: Settings, iss: str, patient_id: str) -> dict:
     the prescriber is LDN_OPEN_REQUESTER (None: signing is disabled, saying why)."""
     now = settings.clock()
     scope = " ".join([*(f"patient/{t}.rs" for t in READ_TYPES),
-                      *(f"patient/{t}.c{UNDO_NEEDS.get(t, '')}" for t in WRITE_TYPES)])  # undo: no transaction
+                      *(f"patient/{t}.c{UNDO_NEEDS.get(t, '')}" for t in WRITE_TYPES),  # undo: no transaction
+                      *CONTACT_SCOPES[True]])
     return {"iss": normalize(iss), "launch_mode": OPEN_LAUNCH, "patient": patient_id, "encounter": None,
             "scope": scope, "fhir_user": settings.open_requester or None,
             "need_patient_banner": True, "expires_at": now + settings.max_seconds}

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from .clinical.mme import Dosing, Mme, mme_per_day
 from .clinical.model import SEVERITY_DECISION, Assessment, Decision, Finding, MedClass, MedicationExposure, Severity
 
 PROTOCOL_CODES = ("protocol", "surgery-hold", "follow-up")  # standing R1/R5/R6 information, same for everyone
@@ -185,6 +186,9 @@ class Record:
     current: bool
     problem: str | None
     evidence: str
+    supply_days: float | None = None  # one fill
+    prescriber: str | None = None
+    prescriber_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,8 @@ class DrugRow:
     last: Record | None
     current: bool
     spans: tuple[tuple[float, float], ...]  # timeline: (left %, width %) over the 12 months to today
+    latest: Record | None = None  # the current record started last, else the one that ended last
+    mme: Mme | None = None  # MME/day of `latest` (opioids only)
 
     @property
     def count(self) -> int:
@@ -223,13 +229,14 @@ def drug_rows(a: Assessment, medications: Sequence[MedicationExposure], today: d
         if m.classification not in classes:
             continue
         med = exposures.get(m.resource)
+        dosing = med.dosing if med and med.dosing else Dosing()
         key = (m.classification.value, _key(m.name))
         names.setdefault(key, _drug_name(m.name))
         groups.setdefault(key, []).append(Record(
             m.resource, SOURCE_WORDS.get(m.resource.split("/", 1)[0], m.resource.split("/", 1)[0]),
             m.status or "missing", med.start if med else None, m.last_exposure, m.state.value == "current",
-            m.date_problem, m.evidence))
-    rows = [_row(names[k], k[0], recs, today) for k, recs in groups.items()]
+            m.date_problem, m.evidence, dosing.supply_days, dosing.prescriber, dosing.prescriber_ref))
+    rows = [_row(names[k], k[0], recs, today, exposures) for k, recs in groups.items()]
     return tuple(sorted(rows, key=lambda r: (not r.current, -(_last_day(r) or date.min).toordinal())))
 
 
@@ -237,13 +244,21 @@ def _last_day(row: DrugRow) -> date | None:
     return row.last.last if row.last else None
 
 
-def _row(name: str, classification: str, records: list[Record], today: date) -> DrugRow:
+def _row(name: str, classification: str, records: list[Record], today: date,
+         exposures: dict[str, MedicationExposure]) -> DrugRow:
     dated = [r for r in records if r.start or r.last]
     first = min(dated, key=lambda r: r.start or r.last or date.min, default=None)
     last = max((r for r in records if r.last), key=lambda r: r.last or date.min, default=None)
-    current = any(r.current for r in records)
+    current = [r for r in records if r.current]
+    latest = max(current, key=lambda r: r.start or date.min) if current else last or (records[-1] if records else None)
     spans = (_span(r, today) for r in records)
-    return DrugRow(name, classification, tuple(records), first, last, current, tuple(s for s in spans if s))
+    return DrugRow(name, classification, tuple(records), first, last, bool(current), tuple(s for s in spans if s),
+                   latest, _mme(exposures.get(latest.resource)) if latest and classification == MedClass.OPIOID
+                   else None)
+
+
+def _mme(med: MedicationExposure | None) -> Mme:
+    return mme_per_day(med.names, med.dosing or Dosing()) if med else Mme(None, "the record could not be read")
 
 
 def _span(r: Record, today: date) -> tuple[float, float] | None:
@@ -271,17 +286,20 @@ OTHERS_LIMIT = 50  # non-opioid drugs listed before "show every record"
 
 @dataclass(frozen=True)
 class ReasonChoices:
-    main: tuple  # R3 indications first, then the R4 diagnoses (Crohn's, MS)
-    other: tuple  # any other active condition, behind a disclosure
+    main: tuple  # the patient's R3 indications
+    other: tuple  # every other active condition ("Other": free text required), the R4 diagnoses among them
     other_checked: bool
+    against_offered: bool  # a condition the guideline recommends against (R4, Crohn's) is among the choices
+    against_checked: bool  # ... and is chosen: the R4 justification is required
 
 
 def reason_choices(a: Assessment, chosen: Sequence[str]) -> ReasonChoices:
     counted = [c for c in a.conditions if c.counts]
-    main = [c for c in counted if "indication" in c.categories]
-    main += [c for c in counted if c not in main and {"crohns", "ms"} & set(c.categories)]
+    main = tuple(c for c in counted if "indication" in c.categories)
     other = tuple(c for c in counted if c not in main)
-    return ReasonChoices(tuple(main), other, any(c.resource in chosen for c in other))
+    against = [c for c in counted if "crohns" in c.categories]
+    return ReasonChoices(main, other, any(c.resource in chosen for c in other), bool(against),
+                         any(c.resource in chosen for c in against))
 
 
 def filtered_records(a: Assessment, medications: Sequence[MedicationExposure], today: date, drug: str | None):
@@ -296,14 +314,13 @@ def page_context(a: Assessment, medications: Sequence[MedicationExposure], today
                  drug: str | None = None, override: str = "", attest: bool = False) -> dict:
     """Everything review.html shows beyond the assessment itself."""
     others = other_medications(a, medications, today)
+    choices = reason_choices(a, chosen)
     return {
         "summary": summarize(a, today), "drugs": drug_rows(a, medications, today), "others": others,
         "others_count": sum(r.count for r in others), "timeline_from": today - timedelta(days=TIMELINE_DAYS),
         "drug_filter": drug, "filtered": filtered_records(a, medications, today, drug),
-        "reason_choices": reason_choices(a, chosen), "sources": SOURCES, "record_limit": RECORD_LIMIT,
-        "others_limit": OTHERS_LIMIT,
-        "needs_override": bool(override) or any(c.counts and {"crohns", "ms"} & set(c.categories)
-                                                for c in a.conditions),
+        "reason_choices": choices, "sources": SOURCES, "record_limit": RECORD_LIMIT, "others_limit": OTHERS_LIMIT,
+        "needs_override": bool(override) or choices.against_checked,
         "needs_attestation": attest or any(f.severity is Severity.CANNOT_DETERMINE for f in a.findings),
     }
 

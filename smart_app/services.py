@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
@@ -50,6 +50,7 @@ from .follow_up import follow_up as follow_up
 from .follow_up import may_have_written_plan as may_have_written_plan
 from .follow_up import own_order_keys
 from .follow_up import record_review as record_review
+from .handout import Handout, handout_for
 from .open_servers import BANNER as BANNER
 from .open_servers import OPEN_LAUNCH as OPEN_LAUNCH
 from .open_servers import PatientSearch as PatientSearch
@@ -148,6 +149,7 @@ class SignRequest:
     requester: str | None = None
     override_reason: str | None = None
     attestation: str | None = None
+    other_reason: str | None = None  # why LDN for a reason that is not an R3 indication ("Other")
     baseline_pain: int | None = None  # 0-10 NRS, written as an Observation the CarePlan refers to
 
 
@@ -170,10 +172,12 @@ def check_order(data: PatientData, req: SignRequest, *, as_of: date, washout_day
     assessment = assess_data(data, as_of=as_of, washout_days=washout_days, start=req.titration.start,
                              reasons=req.reasons or None, data_problems=data_problems)
     check_signable(assessment, req)
+    check_other_reason(assessment, req)
     return PlannedOrder.of(OrderPlan(patient=data.patient_id, assessment=assessment, titration=req.titration,
                                      steps=steps, reasons=assessment.reasons, requester=req.requester,
                                      authored_on=as_of, override_reason=req.override_reason,
-                                     attestation=req.attestation, baseline_pain=req.baseline_pain))
+                                     attestation=req.attestation, other_reason=req.other_reason,
+                                     baseline_pain=req.baseline_pain))
 
 
 def plan_order(data: PatientData, req: SignRequest, *, as_of: date, washout_days: int = WASHOUT_DEFAULT,
@@ -238,6 +242,14 @@ def check_signable(assessment: Assessment, req: SignRequest) -> None:
         raise WriteRefused("; ".join(verdict.reasons), user_message=f"{verdict.lead} " + " ".join(verdict.reasons))
     if verdict is not None:
         raise InputError(NEED_MESSAGES[verdict])
+
+
+def check_other_reason(assessment: Assessment, req: SignRequest) -> None:
+    """A reason that is not a qualifying indication (R3) - "Other" on the form - needs the prescriber's words."""
+    others = [c.name for c in assessment.conditions if c.resource in req.reasons and "indication" not in c.categories]
+    if others and not (req.other_reason or "").strip():
+        raise InputError(f"Other reason ({', '.join(others)}) is not a qualifying indication (R3): type why LDN is "
+                         "ordered for it.")
 
 
 def iso(d: date | None) -> str | None:
@@ -373,14 +385,26 @@ def _diagnostics(err: AppError) -> tuple[str, ...]:
     return tuple(getattr(err, "diagnostics", ()) or ())
 
 
+def patients_order(gateway: Gateway, key: str, patient_id: str) -> dict:
+    """Order `key` as this app wrote it, read back from the EHR; never another patient's (InputError)."""
+    order = find_order(gateway, key) if ORDER_KEY.match(key) else None
+    if order is None or order["patient"] != patient_id:
+        raise InputError("No order with that reference for this patient.")
+    return order
+
+
+def patient_handout(gateway: Gateway, key: str, patient_id: str, prescriber_ref: str | None,
+                    may_read: Callable[[str], bool]) -> Handout:
+    """The printable handout of this patient's order `key`: prescriber and clinic read only when `may_read`."""
+    return handout_for(gateway, patients_order(gateway, key, patient_id), patient_id, prescriber_ref, may_read)
+
+
 def confirmed_order(gateway: Gateway, key: str, patient_id: str, saved: Mapping) -> tuple[dict, PatientBanner]:
     """The confirmation of order `key`, rebuilt from the EHR (never another patient's), and its patient's banner.
 
     `saved` is what the signing launch kept (`confirmation_record`): the refs the server confirmed and the banner
     it signed under, which saves a Patient read; without it (another launch) the Patient and CarePlan are read."""
-    order = find_order(gateway, key) if ORDER_KEY.match(key) else None
-    if order is None or order["patient"] != patient_id:
-        raise InputError("No order with that reference for this patient.")
+    order = patients_order(gateway, key, patient_id)
     banner = _saved_banner(saved.get("patient"), patient_id) or read_banner(gateway, patient_id)
     refs = (parse_reference(r) for r in saved.get("refs", ()))
     confirmed = {ref.resource_type: ref.text for ref in refs if ref and ref.resource_type}

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from smart_app.fhir.contract import (
+    CONTACT_READ_TYPES,
     DELETED_TYPES,
     FOLLOW_UP_READ_TYPES,
     FOLLOW_UP_UPDATED_TYPES,
@@ -37,7 +38,7 @@ def _interactions() -> dict[str, set[str]]:
 
 def test_every_type_the_app_reads_is_declared_readable_in_the_capability_statement():
     declared = {t for t, codes in _interactions().items() if codes & {"read", "search-type"}}
-    assert set(READ_TYPES) | UPDATED_TYPES | set(FOLLOW_UP_READ_TYPES) == declared
+    assert set(READ_TYPES) | UPDATED_TYPES | set(FOLLOW_UP_READ_TYPES) | set(CONTACT_READ_TYPES) == declared
 
 
 def test_only_the_draft_order_the_app_activates_is_declared_updatable():

@@ -191,7 +191,9 @@ def test_capability_statement_is_a_valid_r4_client_requirements_statement():
 def test_capability_statement_lists_exactly_the_reads_and_conditional_creates_the_app_uses():
     resources = {r["type"]: r for r in capability()["rest"][0]["resource"]}
     assert set(resources) == {"Patient", "Condition", "MedicationRequest", "MedicationStatement",
-                              "MedicationDispense", "Medication", "CarePlan", "Provenance", "Observation"}
+                              "MedicationDispense", "Medication", "CarePlan", "Provenance", "Observation",
+                              "Practitioner", "Organization"}  # the handout's prescriber and clinic: read only
+    assert all([i["code"] for i in resources[t]["interaction"]] == ["read"] for t in ("Practitioner", "Organization"))
     for t in ("Condition", "MedicationStatement", "MedicationDispense"):
         assert {p["name"] for p in resources[t]["searchParam"]} == {"patient", "_count"}
     assert {p["name"] for p in resources["MedicationRequest"]["searchParam"]} == {"patient", "_count", "identifier"}

@@ -122,7 +122,8 @@ def test_requested_scopes_are_exactly_the_minimal_set():
                                          "MedicationDispense", "Medication")}
     writes = {"patient/MedicationRequest.cud", "patient/CarePlan.cd", "patient/Provenance.cd"}  # undo: no transaction
     follow_up = {"patient/CarePlan.rus", "patient/Observation.crd", "patient/Provenance.s"}
-    assert scope == reads | writes | follow_up | {"launch", "openid", "fhirUser", "online_access"}
+    handout = {"user/Practitioner.r", "user/Organization.r"}  # the prescriber and clinic, read by id
+    assert scope == reads | writes | follow_up | handout | {"launch", "openid", "fhirUser", "online_access"}
 
 
 def test_granted_v1_and_v2_scopes_and_wildcards_are_understood():

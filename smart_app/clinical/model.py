@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .mme import Dosing
 
 OWN_ORDER_SYSTEM = "https://fhir.ldn-app.org/identifier/ldn-order"  # the identifier system of the orders we write
 
@@ -122,6 +126,7 @@ class MedicationExposure:
     unreadable: str | None = None  # why part of the drug's description could not be read, in plain words
     bound: str | None = None  # ENDED with no recorded end: last_exposure is the latest possible day, and why
     identifiers: tuple[tuple[str, str], ...] = ()  # (system, value) of the record's business identifiers
+    dosing: Dosing | None = None  # sig, one fill's supply, prescriber: shown in the history, read for MME/day
 
     @property
     def own_order_key(self) -> str | None:
@@ -250,5 +255,6 @@ class OrderPlan:
     requester: str | None  # "Practitioner/1" (fhirUser) or None
     authored_on: date
     override_reason: str | None = None  # required for not-recommended
+    other_reason: str | None = None  # required when a reason is not an R3 indication ("Other")
     attestation: str | None = None  # required for cannot-determine
     baseline_pain: int | None = None  # 0-10 NRS at the start (R6), written as an Observation

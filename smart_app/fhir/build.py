@@ -116,6 +116,9 @@ def medication_request(plan: OrderPlan, key: str, steps: tuple[tuple[TitrationSt
     if plan.override_reason:
         notes.append({"text": f"Prescriber's reason to proceed despite R4 (recommended against): "
                               f"{plan.override_reason}"})
+    if plan.other_reason:
+        notes.append({"text": f"Prescriber's reason for ordering LDN for a condition that is not a qualifying "
+                              f"indication (R3): {plan.other_reason}"})
     if plan.attestation:
         notes.append({"text": f"Prescriber attestation (assessment could not determine all data): "
                               f"{plan.attestation}"})
@@ -295,6 +298,7 @@ def written_order(mr: dict) -> dict:
     supply = ((mr.get("dispenseRequest") or {}).get("expectedSupplyDuration") or {}).get("value")
     return {"key": own_order_key(mr), "refs": {"MedicationRequest": f"MedicationRequest/{mr.get('id')}"},
             "status": mr.get("status"), "patient": subject_id(mr),
+            "requester": (mr.get("requester") or {}).get("reference"),
             "start": start, "steps": steps, "supply_days": supply,
             "review_from": window[0] and window[0].isoformat(), "review_to": window[1] and window[1].isoformat()}
 

@@ -18,6 +18,7 @@ READ_TYPES = ("Patient", *SEARCHED_TYPES, "Medication")
 ORDER_TYPES = ("MedicationRequest", "CarePlan", "Provenance")  # what every signed order writes (create scopes)
 WRITTEN_TYPES = (*ORDER_TYPES, "Observation")  # Observation: pain scores
 FOLLOW_UP_READ_TYPES = ("CarePlan", "Observation", "Provenance")  # the app's own plan, baseline, review record
+CONTACT_READ_TYPES = ("Practitioner", "Organization")  # the handout's prescriber and clinic: one read each, if granted
 FOLLOW_UP_UPDATED_TYPES = frozenset({"MedicationRequest", "CarePlan"})  # the recorded review (PUT, If-Match)
 # Only without `transaction` (services._place_sequentially): the draft order is activated by read + update,
 # and a failed step's resources are deleted.

@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import TypeGuard
 
 from ..clinical.errors import InvalidDate
+from ..clinical.mme import Dose, Dosing
 from ..clinical.model import Coding, Diagnosis, DrugReading, MedicationExposure
 from ..clinical.rules.r2_record_dates import RecordDates, interpret, parse_fhir_date
 from ..errors import UnreadableInput
@@ -447,7 +448,8 @@ def exposure_from(r: dict, medications: dict[str, dict]) -> MedicationExposure:
     except Unreadable as exc:
         readings, unreadable = tuple(drug.readings), str(exc)
     status = r.get("status") if isinstance(r.get("status"), str) else None
-    meaning = interpret(rtype, status, medication_dates(rtype, r))
+    dates = medication_dates(rtype, r)
+    meaning = interpret(rtype, status, dates)
     one = readings[0] if len(readings) == 1 else None  # the usual case: one CodeableConcept
     return MedicationExposure(
         resource=resource_label(r), codings=one.codings if one else tuple(c for x in readings for c in x.codings),
@@ -455,7 +457,58 @@ def exposure_from(r: dict, medications: dict[str, dict]) -> MedicationExposure:
         readings=readings, status=status, state=meaning.state,
         start=meaning.start, last_exposure=meaning.last_exposure, date_problem=meaning.problem,
         free_text=free_text, unreadable=unreadable, bound=meaning.bound, identifiers=_identifiers(r),
+        dosing=dosing_of(rtype, r, dates, medications),
     )
+
+
+def dosing_of(rtype: str, r: dict, dates: RecordDates, index: dict[str, dict]) -> Dosing:
+    """The sig, one fill's days' supply and the prescriber (opioid history, MME/day); what is odd is left out."""
+    lines = r.get("dosage" if rtype == "MedicationStatement" else "dosageInstruction")
+    lines = [d for d in lines[:MAX_LIST_ITEMS] if type(d) is dict] if type(lines) is list else []
+    texts = tuple(d["text"] for d in lines if type(d.get("text")) is str and _short_str(d["text"], MAX_NAME_LENGTH))
+    supply = {"MedicationRequest": dates.fill_days, "MedicationDispense": dates.supply_days}.get(rtype)
+    name, ref = _prescriber(r, index) if rtype == "MedicationRequest" else (None, None)
+    return Dosing(tuple(_dose(d) for d in lines), texts, supply, name, ref)
+
+
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _dose(d: dict) -> Dose:
+    """One dosage line's doseQuantity and Timing.repeat (numbers only when they are plain finite numbers)."""
+    rates = d.get("doseAndRate")
+    rates = rates if isinstance(rates, list) else []
+    rate = _dict(rates[0]) if rates else {}
+    quantity = _dict(rate.get("doseQuantity"))
+    repeat = _dict(_dict(d.get("timing")).get("repeat"))
+    value, frequency, period = (x if _is_number(x) else None for x in
+                                (quantity.get("value"), repeat.get("frequency"), repeat.get("period")))
+    unit, period_unit = (x if type(x) is str and len(x) <= MAX_CODE_LENGTH else None for x in
+                         (quantity.get("code") or quantity.get("unit"), repeat.get("periodUnit")))
+    ranged = len(rates) > 1 or "doseRange" in rate or "frequencyMax" in repeat or "periodMax" in repeat
+    return Dose(value, unit, frequency, period, period_unit, ranged,
+                d.get("asNeededBoolean") is True or "asNeededCodeableConcept" in d)
+
+
+def _prescriber(r: dict, index: dict[str, dict]) -> tuple[str | None, str | None]:
+    """The requester's display, else the name of the Practitioner the record holds; and its reference."""
+    requester = _dict(r.get("requester"))
+    ref = reference_of(requester)
+    display = requester.get("display")
+    if type(display) is str and display.strip() and len(display) <= MAX_NAME_LENGTH:
+        return display.strip(), ref.text if ref else None
+    return _person_name(resolve(ref, index, r)), ref.text if ref else None
+
+
+def _person_name(resource: dict | None) -> str | None:
+    names = (resource or {}).get("name")
+    name = _dict(names[0]) if isinstance(names, list) and names else {}
+    given = name.get("given")
+    parts = [name.get("text")] if type(name.get("text")) is str else [*(given if isinstance(given, list) else []),
+                                                                       name.get("family")]
+    text = " ".join(p for p in parts if type(p) is str).strip()
+    return text if text and len(text) <= MAX_NAME_LENGTH else None
 
 
 def _identifiers(r: dict) -> tuple[tuple[str, str], ...]:

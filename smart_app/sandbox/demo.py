@@ -42,7 +42,8 @@ WRITE_SCOPES = ("patient/*.cruds patient/*.write patient/*.* patient/MedicationR
                 "patient/MedicationRequest.cud patient/CarePlan.cd patient/Provenance.cd "
                 "patient/CarePlan.rus patient/Observation.crd patient/Provenance.s "
                 "patient/CarePlan.read patient/Observation.read patient/Observation.write patient/Provenance.read")
-USER_SCOPES = "user/*.rs user/*.read user/Practitioner.rs user/Practitioner.read"
+USER_SCOPES = ("user/*.rs user/*.read user/Practitioner.rs user/Practitioner.read user/Practitioner.r "
+               "user/Organization.r user/Organization.read")
 CONTEXT_SCOPES = "launch launch/patient openid fhirUser online_access"
 
 

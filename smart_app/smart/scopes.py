@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from smart_app.fhir.contract import DELETED_TYPES, ORDER_TYPES, READ_TYPES, UPDATED_TYPES
+from smart_app.fhir.contract import CONTACT_READ_TYPES, DELETED_TYPES, ORDER_TYPES, READ_TYPES, UPDATED_TYPES
 
 WRITE_TYPES = ORDER_TYPES  # the create scopes signing needs
 # Beyond create: what the sequential write (servers without `transaction`) needs to activate its draft
@@ -26,6 +26,10 @@ _VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search
 FOLLOW_UP_SCOPES = {True: ("patient/CarePlan.rus", "patient/Observation.crd", "patient/Provenance.s"),
                     False: ("patient/CarePlan.read", "patient/Observation.read", "patient/Observation.write",
                             "patient/Provenance.read")}
+# The patient handout's prescriber and clinic (issue 9): read by id only. Optional like the follow-up's: without
+# them the handout leaves lines to write in.
+CONTACT_SCOPES = {True: tuple(f"user/{t}.r" for t in CONTACT_READ_TYPES),
+                  False: tuple(f"user/{t}.read" for t in CONTACT_READ_TYPES)}
 IDENTITY_SCOPES: tuple[str, ...] = ("openid", "fhirUser")
 EHR_LAUNCH, STANDALONE_LAUNCH = "ehr", "standalone"
 
@@ -66,7 +70,8 @@ def requested_scopes(capabilities: Iterable[str], launch_mode: str) -> str:
         clinical = [f"patient/{t}.rs" for t in READ_TYPES] + writes
     else:  # v1 .write already covers update and delete
         clinical = [f"patient/{t}.read" for t in READ_TYPES] + [f"patient/{t}.write" for t in WRITE_TYPES]
-    return " ".join([context, *IDENTITY_SCOPES, "online_access", *clinical, *FOLLOW_UP_SCOPES[v2]])
+    return " ".join([context, *IDENTITY_SCOPES, "online_access", *clinical, *FOLLOW_UP_SCOPES[v2],
+                     *CONTACT_SCOPES[v2]])
 
 
 def granted_permissions(scope_string: str | None) -> Permissions:

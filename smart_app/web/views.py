@@ -51,6 +51,7 @@ from ..services import (
     own_orders,
     page_context,
     pain_score,
+    patient_handout,
     preview_order,
     problems_of,
     read_patient,
@@ -194,6 +195,7 @@ class OrderForm:
     supply_days: str = "30"
     reasons: list[str] = field(default_factory=list)
     override_reason: str = ""
+    other_reason: str = ""
     attest: bool = False
     attestation: str = ""
     baseline_pain: str = ""
@@ -206,8 +208,8 @@ class OrderForm:
             ("start", "Start date", VALUE_MAX), ("start_dose", "Start dose", VALUE_MAX),
             ("step", "Increase per step", VALUE_MAX), ("interval", "Days per step", VALUE_MAX),
             ("target", "Target dose", VALUE_MAX), ("supply_days", "Supply", VALUE_MAX),
-            ("baseline_pain", "Baseline pain score", VALUE_MAX),
-            ("override_reason", "Reason to proceed", TEXT_MAX), ("attestation", "Attestation note", TEXT_MAX))}
+            ("baseline_pain", "Baseline pain score", VALUE_MAX), ("override_reason", "Reason to proceed", TEXT_MAX),
+            ("other_reason", "Why LDN for this condition", TEXT_MAX), ("attestation", "Attestation note", TEXT_MAX))}
         reasons = f.getlist("reason")
         if len(reasons) > MAX_REASONS or any(len(r) > VALUE_MAX for r in reasons):
             problems.append(f"Reason for the order: at most {MAX_REASONS} conditions may be chosen.")
@@ -232,7 +234,7 @@ class OrderForm:
                                      supply_days=int(self.supply_days))
         return SignRequest(titration=titration, reasons=tuple(self.reasons), requester=requester,
                            override_reason=self.override_reason or None, attestation=attestation,
-                           baseline_pain=baseline)
+                           other_reason=self.other_reason or None, baseline_pain=baseline)
 
     def _start(self, problems: list[str]) -> date | None:
         start = _parse(problems, "Start date", self.start, date.fromisoformat)
@@ -379,6 +381,15 @@ def sign():
     status = 409 if outcome.outcome is Outcome.NOT_WRITTEN else 502
     return render_review(ctx, data, problems, form=form, preview=Preview(order.plan.assessment, order),
                          outcome=outcome, status=status)
+
+
+@bp.get("/handout/<key>")
+def handout(key: str):
+    """The printable patient handout of an order this launch's patient has (read back like the confirmation)."""
+    ctx = smart_context()
+    shown = patient_handout(gateway(), key, ctx.patient, ctx.prescriber,
+                            lambda resource_type: ctx.permissions.allows(resource_type, "r"))
+    return render_template("handout.html", h=shown, ctx=ctx)
 
 
 @bp.get("/done/<key>")
