@@ -12,7 +12,6 @@ from .clinical.model import Assessment, Finding, MedClass, OrderPlan, TitrationR
 from .clinical.rules.r1_titration import build_schedule, validation_problems
 from .clinical.rules.r2_opioid_washout import opioid_alerts
 from .clinical.rules.r6_follow_up import (
-    PlanStep,
     Review,
     Standing,
     is_due_within,
@@ -21,35 +20,13 @@ from .clinical.rules.r6_follow_up import (
     window_state,
 )
 from .clinical.signing import new_order_blockers
-from .errors import AppError, FhirServerError, InputError, WriteRefused
-from .fhir.build import ORDER_IDENTIFIER_SYSTEM, ORDER_TAG_SYSTEM, PAIN_NRS, own_order_key
-from .fhir.contract import parse_reference, reference_of
-from .fhir.parse import PatientData, patient_banner
-from .fhir.review import OPEN_STATUSES, REVIEW_CODE, review_bundle
+from .errors import InputError, WriteRefused
+from .fhir.parse import PatientData
+from .fhir.plan import WrittenPlan, find_written_plan, recorded_earlier, scheduled_reviews
+from .fhir.review import review_bundle
+from .fhir.write import written_refs
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WrittenPlan:
-    """An active LDN CarePlan this app wrote, with the MedicationRequest it refers to, read back from the EHR."""
-
-    care_plan: dict
-    order: dict | None
-    key: str
-    start: date
-    steps: tuple[PlanStep, ...]
-    review: tuple[date, date] | None
-    baseline: int | None
-    problems: tuple[str, ...] = ()
-
-    @property
-    def care_plan_ref(self) -> str:
-        return f"CarePlan/{self.care_plan['id']}"
-
-    @property
-    def order_ref(self) -> str | None:
-        return f"MedicationRequest/{self.order['id']}" if self.order else None
 
 
 @dataclass(frozen=True)
@@ -63,14 +40,6 @@ class FollowUp:
     problems: tuple[str, ...]  # what could not be read: the alerts may be incomplete
 
 
-def active_care_plans(gateway, patient_id: str) -> list[dict]:
-    """The patient's active CarePlans this app wrote, newest start first (filtered here too:
-    a server may ignore a search parameter)."""
-    found = gateway.search("CarePlan", {"patient": patient_id, "status": "active"})
-    ours = [cp for cp in found if own_order_key(cp) and cp.get("status") == "active"]
-    return sorted(ours, key=lambda cp: (cp.get("period") or {}).get("start") or "", reverse=True)
-
-
 def own_order_keys(data: PatientData) -> set[str]:
     """Keys of the active orders this app wrote for the patient (recognised by our identifier system)."""
     return {m.own_order_key for m in data.medications if m.own_order_key and m.status == "active"}
@@ -82,96 +51,10 @@ def may_have_written_plan(data: PatientData) -> bool:
     return bool(own_order_keys(data))
 
 
-def find_written_plan(gateway, patient_id: str) -> WrittenPlan | None:
-    """The newest active LDN plan this app wrote for the patient, or None (none, or it cannot be read)."""
-    try:
-        plans = active_care_plans(gateway, patient_id)
-    except AppError as err:
-        log.warning("CarePlan search for Patient/%s failed: %s", patient_id, type(err).__name__)
-        return None
-    return read_plan(gateway, plans[0]) if plans else None
-
-
-def read_plan(gateway, care_plan: dict) -> WrittenPlan:
-    problems: list[str] = []
-    order = _read_target(gateway, _order_reference(care_plan), "MedicationRequest", problems)
-    baseline_obs = _read_target(gateway, _baseline_reference(care_plan), "Observation", problems)
-    steps = plan_steps(order) if order else ()
-    start = _date((care_plan.get("period") or {}).get("start")) or min((s.start for s in steps), default=None)
-    key = own_order_key(care_plan)
-    if key is None or start is None:
-        raise FhirServerError(f"CarePlan/{care_plan.get('id')}: no order key or no start", user_message=(
-            "The LDN care plan in the chart has no order key or no start date; it cannot be followed up here."))
-    return WrittenPlan(care_plan, order, key, start, steps, open_review(care_plan),
-                       pain_value(baseline_obs), tuple(problems))
-
-
-def _order_reference(care_plan: dict):
-    """The plan's current order: its last MedicationRequest activity (a review's new order is appended)."""
-    refs = [reference_of(a.get("reference")) for a in care_plan.get("activity") or [] if isinstance(a, dict)]
-    orders = [r for r in refs if r and r.resource_type == "MedicationRequest"]
-    return orders[-1] if orders else None
-
-
-def open_review(care_plan: dict) -> tuple[date, date] | None:
-    """The scheduled period of the plan's efficacy review not yet completed, or None."""
-    for activity in care_plan.get("activity") or []:
-        detail = activity.get("detail") or {} if isinstance(activity, dict) else {}
-        codes = {c.get("code") for c in (detail.get("code") or {}).get("coding") or []}
-        period = detail.get("scheduledPeriod") or {}
-        opens = _date(period.get("start"))
-        if REVIEW_CODE in codes and detail.get("status") in OPEN_STATUSES and opens:
-            return opens, _date(period.get("end")) or opens
-    return None
-
-
-def _baseline_reference(care_plan: dict):
-    refs = [reference_of(i) for i in care_plan.get("supportingInfo") or []]
-    return next((r for r in refs if r and r.resource_type == "Observation"), None)
-
-
-def _read_target(gateway, ref, resource_type: str, problems: list[str]) -> dict | None:
-    if ref is None:
-        return None
-    try:
-        return gateway.read(resource_type, ref.id)
-    except FhirServerError as err:
-        problems.append(f"{ref.local} could not be read ({err.user_message})")
-        return None
-
-
-def pain_value(obs: dict | None) -> int | None:
-    """The 0-10 score of a pain Observation (LOINC 72514-3), else None."""
-    if not obs or not any(c.get("system") == PAIN_NRS["system"] and c.get("code") == PAIN_NRS["code"]
-                          for c in (obs.get("code") or {}).get("coding") or []):
-        return None
-    value = obs.get("valueInteger")
-    return value if isinstance(value, int) and 0 <= value <= 10 else None
-
-
-def plan_steps(order: dict) -> tuple[PlanStep, ...]:
-    """The titration steps of a MedicationRequest this app wrote (one dosage per step)."""
-    steps: list[PlanStep] = []
-    for d in order.get("dosageInstruction") or []:
-        bounds = ((d.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {}
-        dose = ((d.get("doseAndRate") or [{}])[0].get("doseQuantity") or {}).get("value")
-        start = _date(bounds.get("start"))
-        if isinstance(dose, (int, float)) and start:
-            steps.append(PlanStep(d.get("sequence") or len(steps) + 1, float(dose), start, _date(bounds.get("end"))))
-    return tuple(sorted(steps, key=lambda s: s.start))
-
-
-def _date(text: object) -> date | None:
-    try:
-        return date.fromisoformat(text[:10]) if isinstance(text, str) else None
-    except ValueError:
-        return None
-
-
 def follow_up(plan: WrittenPlan, data: PatientData, assessment: Assessment, problems: tuple[str, ...],
               as_of: date) -> FollowUp:
     """Where the plan stands on `as_of`: today's step, the review window, dispenses, new opioids (R2)."""
-    authored = _date((plan.order or {}).get("authoredOn")) or plan.start
+    authored = plan.authored_on
     starts = {m.resource: m.start for m in data.medications}
     dispenses = tuple((m.resource, m.name, starts.get(m.resource) or m.last_exposure)
                       for m in assessment.medications
@@ -203,10 +86,9 @@ def review_key(plan: WrittenPlan, review: Review, as_of: date) -> str:
 
 def maintenance_titration(plan: WrittenPlan, as_of: date) -> TitrationRequest:
     """Continue: the plan's last (target) dose from `as_of` on, one step (R1 limits still checked)."""
-    supply = ((plan.order or {}).get("dispenseRequest") or {}).get("expectedSupplyDuration", {}).get("value")
     dose = plan.steps[-1].dose_mg if plan.steps else 0.0
     return TitrationRequest(start=as_of, start_dose_mg=dose, step_mg=dose, interval_days=1, target_mg=dose,
-                            supply_days=supply if isinstance(supply, int) else 30)
+                            supply_days=plan.supply_days or 30)
 
 
 def refuse_new_order_while_blocked(plan: WrittenPlan, review: Review, assessment: Assessment) -> None:
@@ -232,18 +114,8 @@ def new_order_plan(plan: WrittenPlan, review: Review, assessment: Assessment, as
     if problems:
         raise InputError(problems)
     steps = build_schedule(titration)
-    reasons = tuple(r.local for r in (reference_of(a) for a in plan.care_plan.get("addresses") or []) if r and r.local)
     return OrderPlan(patient=assessment.patient, assessment=assessment, titration=titration, steps=steps,
-                     reasons=reasons, requester=requester, authored_on=as_of)
-
-
-def recorded_earlier(gateway, key: str) -> tuple[str, ...] | None:
-    """The targets of the Provenance of review `key` when it was already written, else None."""
-    found = [p for p in gateway.search("Provenance", {"_tag": f"{ORDER_TAG_SYSTEM}|{key}"})
-             if any(t.get("code") == key for t in (p.get("meta") or {}).get("tag") or [])]
-    if not found:
-        return None
-    return tuple(r.local for r in (reference_of(t) for t in found[0].get("target") or []) if r and r.local)
+                     reasons=plan.reasons, requester=requester, authored_on=as_of)
 
 
 def record_review(gateway, patient_id: str, review: Review, assessment: Assessment, *, as_of: date,
@@ -269,16 +141,9 @@ def record_review(gateway, patient_id: str, review: Review, assessment: Assessme
     new_plan = new_order_plan(plan, review, assessment, as_of, requester)
     bundle = review_bundle(plan, review, key, recorded or datetime.now().astimezone(), requester,
                            gateway.base_url, new_plan)
-    response = gateway.transaction(bundle)
-    refs = tuple(_written_ref(sent, got) for sent, got in zip(bundle["entry"], response.get("entry") or [],
-                                                              strict=False))
+    refs = written_refs(bundle, gateway.transaction(bundle))
     log.info("review %s of %s recorded (%s): %s", key, plan.care_plan_ref, review.decision, ", ".join(refs))
     return ReviewOutcome(key, refs, review.decision)
-
-
-def _written_ref(sent: dict, got: dict) -> str:
-    ref = parse_reference((got.get("response") or {}).get("location"))
-    return ref.local if ref and ref.local else sent["request"]["url"]
 
 
 @dataclass(frozen=True)
@@ -304,26 +169,10 @@ def _iso(d: date | None) -> str | None:
     return d.isoformat() if d else None
 
 
-SUBJECT_INCLUDE = "CarePlan:subject:Patient"
-
-
 def due_reviews(gateway, *, as_of: date, within: int = 0) -> list[DueReview]:
     """Every active LDN plan this app wrote whose review is open or overdue on `as_of`, or opens within
-    `within` days, from one CarePlan search (all pages, with the patients when the server can include them),
-    earliest window first."""
-    params = {"identifier": f"{ORDER_IDENTIFIER_SYSTEM}|", "status": "active"}
-    if gateway.supports_include(SUBJECT_INCLUDE):
-        params["_include"] = SUBJECT_INCLUDE
-    found = gateway.search_with_includes("CarePlan", params)
-    rows = []
-    for cp in found.matches:
-        review = open_review(cp)
-        subject = reference_of(cp.get("subject"))
-        if own_order_key(cp) and cp.get("status") == "active" and subject and subject.local and review \
-                and is_due_within(review, as_of, within):
-            banner = patient_banner(found.included.get(subject.local), subject.id or "")
-            rows.append(DueReview(subject.local, f"CarePlan/{cp.get('id')}",
-                                  _date((cp.get("period") or {}).get("start")), review,
-                                  window_state(review, as_of).value, banner.name if banner.read else None,
-                                  banner.birth_date))
+    `within` days (`fhir.plan.scheduled_reviews`: one CarePlan search), earliest window first."""
+    rows = [DueReview(r.patient, r.care_plan, r.start, r.review, window_state(r.review, as_of).value,
+                      r.banner.name if r.banner.read else None, r.banner.birth_date)
+            for r in scheduled_reviews(gateway) if is_due_within(r.review, as_of, within)]
     return sorted(rows, key=lambda r: (r.review, r.patient))

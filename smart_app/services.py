@@ -44,8 +44,8 @@ from .fhir.build import (
 )
 from .fhir.contract import Gateway, parse_reference
 from .fhir.parse import PatientBanner, PatientData, patient_banner
+from .fhir.plan import find_written_plan as find_written_plan
 from .fhir.write import find_care_plan, find_order, place_order, refused_before_commit
-from .follow_up import find_written_plan as find_written_plan
 from .follow_up import follow_up as follow_up
 from .follow_up import may_have_written_plan as may_have_written_plan
 from .follow_up import own_order_keys

@@ -16,9 +16,10 @@ from smart_app.errors import FhirServerError, InputError
 from smart_app.fhir.build import ORDER_IDENTIFIER_SYSTEM
 from smart_app.fhir.gateway import FhirGateway
 from smart_app.fhir.load import load_bundles
+from smart_app.fhir.plan import find_written_plan, read_plan
 from smart_app.fhir.validate import validate
 from smart_app.fhir.write import place_order
-from smart_app.follow_up import find_written_plan, follow_up, read_plan, record_review
+from smart_app.follow_up import follow_up, record_review
 from smart_app.samples import SAMPLE_AS_OF, load_sample
 from smart_app.services import SignRequest, assess_data, plan_order, read_patient
 

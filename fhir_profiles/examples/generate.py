@@ -69,14 +69,18 @@ def review_example(mr: dict, cp: dict) -> dict:
     """The review transaction at week 9 for the example plan: pain 3/10, clear benefit, continue at 4.5 mg."""
     from smart_app.clinical.rules.r6_follow_up import Review, review_window
     from smart_app.fhir.parse import patients_from_bundle
+    from smart_app.fhir.plan import WrittenPlan, plan_steps
     from smart_app.fhir.review import review_bundle
-    from smart_app.follow_up import WrittenPlan, new_order_plan, plan_steps, review_key
+    from smart_app.follow_up import new_order_plan, review_key
     from smart_app.samples import load_sample
     from smart_app.services import assess_data
 
     as_of = REVIEWED.date()
     read_back = [{**r, "meta": {**r["meta"], "versionId": "1"}} for r in (cp, mr)]  # as the EHR answers a read
-    plan = WrittenPlan(*read_back, mr["identifier"][0]["value"], START, plan_steps(mr), review_window(START), BASELINE)
+    plan = WrittenPlan(*read_back, mr["identifier"][0]["value"], START, plan_steps(mr), review_window(START), BASELINE,
+                       authored_on=date.fromisoformat(mr["authoredOn"]),
+                       supply_days=mr["dispenseRequest"]["expectedSupplyDuration"]["value"],
+                       reasons=tuple(a["reference"] for a in cp["addresses"]))
     review = Review(3, "clear", ("vivid-dreams",), "Vivid dreams in the first two weeks, settled.", "continue")
     data = patients_from_bundle(load_sample(PATIENT))[PATIENT]
     new_plan = new_order_plan(plan, review, assess_data(data, as_of=as_of), as_of, REQUESTER)

@@ -60,6 +60,12 @@ def _ref_from_location(location: str | None) -> str | None:
     return ref.local if ref else None
 
 
+def written_refs(bundle: dict, response: dict) -> tuple[str, ...]:
+    """"Type/id" of each entry a transaction wrote, from its response (the request URL when no Location came)."""
+    return tuple(_ref_from_location((got.get("response") or {}).get("location")) or sent["request"]["url"]
+                 for sent, got in zip(bundle["entry"], response.get("entry") or [], strict=False))
+
+
 def place_order(gateway, bundle: dict) -> WriteResult:
     """Write the transaction; without transaction support, create in order (see `_place_sequentially`)."""
     if gateway.supports_transaction():
