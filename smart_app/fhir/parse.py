@@ -461,12 +461,18 @@ def exposure_from(r: dict, medications: dict[str, dict]) -> MedicationExposure:
     )
 
 
+NO_DOSING = Dosing()
+
+
 def dosing_of(rtype: str, r: dict, dates: RecordDates, index: dict[str, dict]) -> Dosing:
     """The sig, one fill's days' supply and the prescriber (opioid history, MME/day); what is odd is left out."""
     lines = r.get("dosage" if rtype == "MedicationStatement" else "dosageInstruction")
+    supply = dates.fill_days if rtype == "MedicationRequest" else dates.supply_days if rtype == "MedicationDispense" \
+        else None
+    if not lines and supply is None and "requester" not in r:
+        return NO_DOSING  # the common statement: nothing to read (the hot path for large records)
     lines = [d for d in lines[:MAX_LIST_ITEMS] if type(d) is dict] if type(lines) is list else []
     texts = tuple(d["text"] for d in lines if type(d.get("text")) is str and _short_str(d["text"], MAX_NAME_LENGTH))
-    supply = {"MedicationRequest": dates.fill_days, "MedicationDispense": dates.supply_days}.get(rtype)
     name, ref = _prescriber(r, index) if rtype == "MedicationRequest" else (None, None)
     return Dosing(tuple(_dose(d) for d in lines), texts, supply, name, ref)
 
